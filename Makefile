@@ -1,0 +1,27 @@
+# The commands the README tells people to type. Each calls `setup` first, which is quick
+# when everything is already installed.
+VENV     := .venv
+PY       := $(VENV)/bin/python
+SCENARIO ?= experiments/spaceverse-shanghai.yaml
+PYTEST_ARGS ?=
+
+.PHONY: setup run test bench lint clean
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(VENV)/bin/testbed run $(SCENARIO)
+
+test: setup
+	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m pytest -m bench -p no:randomly -s $(PYTEST_ARGS) tests
+
+lint: setup
+	$(PY) -m ruff check testbed netem controller nodes tests
+
+clean:
+	-$(VENV)/bin/testbed clean-all 2>/dev/null
+	rm -rf runs/ .pytest_cache build *.egg-info

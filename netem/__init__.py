@@ -1,0 +1,16 @@
+"""Link emulation as a library: link state, traces, trace players, shapers, capability probes.
+
+netem knows nothing about satellites, orbits or models. See netem/README.md.
+"""
+
+from netem.errors import LinkStateError, NetemError, TraceFormatError, UnsupportedError
+from netem.linkstate import GilbertElliott, LinkState
+
+__all__ = [
+    "GilbertElliott",
+    "LinkState",
+    "LinkStateError",
+    "NetemError",
+    "TraceFormatError",
+    "UnsupportedError",
+]

@@ -1,0 +1,1 @@
+"""The `testbed` command. Thin: parse arguments, call the library (see main.py)."""
