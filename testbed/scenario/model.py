@@ -1,0 +1,283 @@
+"""The scenario schema: what a run emulates, as validated data (no resources are created here).
+
+Every quantity carries its unit in its name. Unknown keys are errors. Cross-field rules (exactly
+one constellation source, unique station names, ranges) live in validators so that a bad file
+fails before anything is created. `testbed/scenario/README.md` documents every field.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors, values are not coerced silently from wrong types."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _kebab(value: str, what: str) -> str:
+    if not KEBAB.match(value):
+        raise ValueError(f"{what} '{value}' must be kebab-case (lowercase letters, digits, '-')")
+    return value
+
+
+Range2 = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
+class ShellSelection(Strict):
+    """Orbital shell filter: mean altitude and/or inclination within [min, max]."""
+
+    altitude_km: Range2 | None = None
+    inclination_deg: Range2 | None = None
+
+    @field_validator("altitude_km", "inclination_deg")
+    @classmethod
+    def _ordered(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and v[0] > v[1]:
+            raise ValueError(f"range [{v[0]}, {v[1]}] must be [min, max]")
+        return v
+
+
+class Selection(Strict):
+    """Which satellites of the source become nodes; filters apply in this order, then `count`."""
+
+    name: str | None = Field(None, description="glob on the TLE name, e.g. 'STARLINK-1*'")
+    ids: list[int] | None = Field(None, description="NORAD catalogue numbers (TLE) or indices")
+    shell: ShellSelection | None = None
+    visible_from: str | None = Field(
+        None, description="keep satellites that see this ground station during the scenario, "
+        "earliest first"
+    )
+    count: int | None = Field(None, gt=0, description="keep the first N after the filters")
+
+
+class WalkerSpec(Strict):
+    """Walker-delta constellation i:t/p/f."""
+
+    planes: int = Field(gt=0)
+    per_plane: int = Field(gt=0)
+    phasing: int = Field(0, ge=0)
+    altitude_km: float = Field(gt=100, lt=40_000)
+    inclination_deg: float = Field(ge=0, le=180)
+
+    @model_validator(mode="after")
+    def _phasing_range(self) -> WalkerSpec:
+        if self.phasing >= self.planes:
+            raise ValueError(f"phasing={self.phasing}, expected 0 <= phasing < planes={self.planes}")
+        return self
+
+
+class ConstellationSpec(Strict):
+    """Exactly one source: a TLE file or Walker-delta parameters; plus an optional selection."""
+
+    tle: Path | None = None
+    walker: WalkerSpec | None = None
+    select: Selection = Selection()
+    max_tle_age_days: float = Field(
+        7.0, gt=0, description="warn when the epoch is further than this from the TLE epochs"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ConstellationSpec:
+        if (self.tle is None) == (self.walker is None):
+            raise ValueError("give exactly one of 'tle' (a TLE file) or 'walker' (parameters)")
+        return self
+
+
+class GroundStationSpec(Strict):
+    name: str
+    lat_deg: float = Field(ge=-90, le=90)
+    lon_deg: float = Field(ge=-180, le=180)
+    alt_m: float = Field(0.0, ge=-500, le=9000)
+    min_elevation_deg: float = Field(25.0, ge=0, lt=90)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _kebab(v, "ground station name")
+
+
+class LinkDirectionSpec(Strict):
+    """Capacity and delay of one ground-link direction: a recorded trace or constant values."""
+
+    trace: Path | None = Field(None, description="trace file (mahimahi, LeoReplayer, CSV)")
+    trace_format: str | None = Field(None, description="format name; default: from the file name")
+    delay_trace: Path | None = Field(None, description="one-way delay trace (LeoReplayer 10 ms)")
+    rate_mbps: float | None = Field(None, gt=0)
+    delay: Literal["propagation", "trace"] = Field(
+        "propagation", description="one-way delay from geometry, or from the (delay) trace"
+    )
+    loss_ratio: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _capacity_source(self) -> LinkDirectionSpec:
+        if (self.trace is None) == (self.rate_mbps is None):
+            raise ValueError("give exactly one of 'trace' or 'rate_mbps'")
+        if self.delay == "trace" and self.trace is None and self.delay_trace is None:
+            raise ValueError("delay: trace needs 'trace' or 'delay_trace'")
+        return self
+
+
+class GroundLinksSpec(Strict):
+    policy: str = Field("hold-until-set", description="ground-link selection policy")
+    hysteresis_deg: float = Field(0.0, ge=0, le=30)
+    downlink: LinkDirectionSpec = LinkDirectionSpec(rate_mbps=100.0)
+    uplink: LinkDirectionSpec = LinkDirectionSpec(rate_mbps=10.0)
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        return _kebab(v, "policy")
+
+
+class LinkBudgetSpec(Strict):
+    """ISL link budget (DLRC / EdgeSpaceCom defaults); every constant can be changed here."""
+
+    tx_power_dbm: float = 40.0
+    tx_gain_dbi: float = 35.0
+    rx_gain_dbi: float = 35.0
+    frequency_mhz: float = Field(20_000.0, gt=0)
+    bandwidth_hz: float = Field(100e6, gt=0)
+    noise_temperature_k: float = Field(290.0, gt=0)
+    system_loss_db: float = Field(10.0, ge=0)
+    overhead_ratio: float = Field(0.2, ge=0, lt=1)
+
+
+class IslSpec(Strict):
+    pattern: Literal["plus-grid", "none"] = "plus-grid"
+    max_range_km: float = Field(3000.0, gt=0)
+    grazing_altitude_km: float = Field(80.0, ge=0)
+    capacity: Literal["link-budget", "constant"] = "link-budget"
+    rate_mbps: float | None = Field(None, gt=0, description="with capacity: constant")
+    link_budget: LinkBudgetSpec = LinkBudgetSpec()
+
+    @model_validator(mode="after")
+    def _constant_rate(self) -> IslSpec:
+        if self.capacity == "constant" and self.rate_mbps is None:
+            raise ValueError("capacity: constant needs 'rate_mbps'")
+        return self
+
+
+class LinksSpec(Strict):
+    ground: GroundLinksSpec = GroundLinksSpec()
+    isl: IslSpec = IslSpec()
+
+
+class TimelineSpec(Strict):
+    """How finely link delay/capacity changes are emitted."""
+
+    step_s: float = Field(1.0, gt=0, le=600, description="sampling step of the geometry")
+    delay_threshold_us: int = Field(100, ge=0, description="emit a delay change above this")
+    rate_threshold_ratio: float = Field(0.01, ge=0, description="emit a rate change above this")
+
+
+class ProfileSpec(Strict):
+    """A custom device profile: relative CPU speed vs this host's reference, cores, memory."""
+
+    cpu_relative_speed: float = Field(gt=0, le=64)
+    cores: float = Field(gt=0, le=256)
+    memory_mb: int = Field(gt=0)
+
+
+class NodeRoleSpec(Strict):
+    profile: str
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, v: str) -> str:
+        return _kebab(v, "profile")
+
+
+class NodesSpec(Strict):
+    satellite: NodeRoleSpec = NodeRoleSpec(profile="jetson-agx-xavier")
+    ground: NodeRoleSpec = NodeRoleSpec(profile="gs-server")
+    profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
+
+
+class BackendSpec(Strict):
+    kind: Literal["netns", "libvirt", "remote"] = "netns"
+    ovs_datapath: Literal["netdev", "system"] = "netdev"
+    routing: Literal["controller", "static"] = "controller"
+    inventory: Path | None = Field(None, description="lab inventory (libvirt/remote backends)")
+
+
+class WorkloadSpec(Strict):
+    """What runs on the nodes; `options` are validated by the workload named in `kind`."""
+
+    kind: str = "none"
+    options: dict[str, object] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        return _kebab(v, "workload kind")
+
+
+class OutputsSpec(Strict):
+    dir: Path = Path("runs")
+    timeline: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl"])
+    plots: bool = True
+
+
+class Scenario(Strict):
+    """A whole scenario file."""
+
+    name: str = Field(max_length=40)
+    epoch: datetime = Field(description="scenario time zero, UTC")
+    duration_s: float = Field(gt=0, le=30 * 86400)
+    speed: float = Field(1.0, gt=0, le=1000, description=">1 runs scenario time faster")
+    seed: int = 0
+    constellation: ConstellationSpec
+    ground_stations: list[GroundStationSpec] = Field(default_factory=list)
+    links: LinksSpec = LinksSpec()
+    timeline: TimelineSpec = TimelineSpec()
+    nodes: NodesSpec = NodesSpec()
+    backend: BackendSpec = BackendSpec()
+    workload: WorkloadSpec = WorkloadSpec()
+    outputs: OutputsSpec = OutputsSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _kebab(v, "scenario name")
+
+    @field_validator("epoch")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("epoch needs a time zone; write UTC as '2024-07-16T00:00:00Z'")
+        return v.astimezone(UTC)
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _backend_shorthand(cls, v: object) -> object:
+        return {"kind": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _visible_from_known(self) -> Scenario:
+        wanted = self.constellation.select.visible_from
+        names = [gs.name for gs in self.ground_stations]
+        if wanted is not None and wanted not in names:
+            raise ValueError(
+                f"constellation.select.visible_from='{wanted}' is not a ground station; "
+                f"choose: {', '.join(names) or '(none defined)'}"
+            )
+        return self
+
+    @field_validator("ground_stations")
+    @classmethod
+    def _unique_stations(cls, v: list[GroundStationSpec]) -> list[GroundStationSpec]:
+        seen: set[str] = set()
+        for gs in v:
+            if gs.name in seen:
+                raise ValueError(f"ground station name '{gs.name}' is used twice")
+            seen.add(gs.name)
+        return v
