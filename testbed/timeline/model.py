@@ -63,7 +63,7 @@ class LinkEvent:
     cause: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None and v != ""}
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass
