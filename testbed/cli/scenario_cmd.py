@@ -88,8 +88,8 @@ def _links_table(report: TopologyReport) -> Table:
 
 def topo(
     scenario: Path = typer.Argument(..., help="Scenario YAML file."),
-    plot: Path | None = typer.Option(None, "--plot", help="Write ground tracks + contact "
-                                     "Gantt chart to this PNG."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write ground tracks to this PNG "
+                                     "and the contact Gantt chart beside it (-contacts.png)."),
     export: Path | None = typer.Option(None, "--export", help="Write the topology timeline: "
                                        "FILE.jsonl (JSON lines) or FILE.parquet."),
     limit: int = typer.Option(50, help="Show at most this many contact windows."),
@@ -132,8 +132,8 @@ def topo(
     if plot is not None:
         from testbed.topo_plot import plot_topology
 
-        plot_topology(report, plot)
-        console.print(f"plot written to {plot}", highlight=False)
+        for written in plot_topology(report, plot):
+            console.print(f"plot written to {written}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -64,3 +64,11 @@ def test_topo_table_export_jsonl_and_parquet(small: Path, tmp_path: Path,
 
 def test_topo_rejects_unknown_export_format(small: Path, tmp_path: Path) -> None:
     assert main(["topo", str(small), "--export", str(tmp_path / "t.csv")]) == 2
+
+
+def test_topo_plot_writes_two_pngs(small: Path, tmp_path: Path) -> None:
+    png = tmp_path / "topo.png"
+    assert main(["topo", str(small), "--plot", str(png)]) == 0
+    for path in (png, tmp_path / "topo-contacts.png"):
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
