@@ -22,6 +22,8 @@ from testbed.errors import TestbedError
 # Modules that add commands; each has `register(app: typer.Typer) -> None`.
 COMMAND_MODULES: list[str] = [
     "testbed.cli.scenario_cmd",
+    "testbed.cli.trace_cmd",
+    "testbed.cli.replay_cmd",
 ]
 
 err_console = Console(stderr=True)
@@ -66,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(build_app())
     try:
-        command.main(args=args, prog_name="testbed", standalone_mode=False)
+        # without standalone mode click returns the exit code of typer.Exit(code)
+        result = command.main(args=args, prog_name="testbed", standalone_mode=False)
     except (TestbedError, NetemError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
@@ -81,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
