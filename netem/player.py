@@ -131,6 +131,31 @@ def schedule_from_trace(
     )
 
 
+def wait_until(clock: Clock, due_ns: int, stop: threading.Event, *, spin_ns: int = 200_000,
+               max_sleep_ns: int = 20_000_000, max_spins: int = 1_000_000) -> bool:
+    """Sleep in bounded slices, then spin on the clock, until `due_ns`; False if `stop` was
+    set meanwhile. Shared by every player of scheduled changes (links here, the testbed's run
+    clock), so none burns a core between changes."""
+    while not stop.is_set():
+        remaining = due_ns - clock.now_ns()
+        if remaining <= spin_ns:
+            break
+        clock.sleep_ns(min(remaining - spin_ns, max_sleep_ns))
+    else:
+        return False
+    last, stalled = -1, 0
+    for _ in range(max_spins):
+        now = clock.now_ns()
+        if now >= due_ns:
+            return True
+        stalled = stalled + 1 if now == last else 0
+        if stalled >= _STALLED_READS:
+            break  # a clock that only moves when slept (a fake clock)
+        last = now
+    clock.sleep_ns(due_ns - clock.now_ns())
+    return not stop.is_set()
+
+
 class LinkPlayer:
     """Applies a schedule's states through a Shaper at their instants and records each change.
 
@@ -211,24 +236,8 @@ class LinkPlayer:
 
     def _wait_until(self, due_ns: int) -> bool:
         """Sleep, then spin, until `due_ns`; False if stop() was called meanwhile."""
-        while not self._stop.is_set():
-            remaining = due_ns - self._clock.now_ns()
-            if remaining <= self._spin_ns:
-                break
-            self._clock.sleep_ns(min(remaining - self._spin_ns, self._max_sleep_ns))
-        else:
-            return False
-        last, stalled = -1, 0
-        for _ in range(self._max_spins):
-            now = self._clock.now_ns()
-            if now >= due_ns:
-                return True
-            stalled = stalled + 1 if now == last else 0
-            if stalled >= _STALLED_READS:
-                break  # a clock that only moves when slept (a fake clock)
-            last = now
-        self._clock.sleep_ns(due_ns - self._clock.now_ns())
-        return not self._stop.is_set()
+        return wait_until(self._clock, due_ns, self._stop, spin_ns=self._spin_ns,
+                          max_sleep_ns=self._max_sleep_ns, max_spins=self._max_spins)
 
     def _apply(self, t_ns: int, due_ns: int, states: Mapping[str, LinkState]) -> None:
         diffs = {key: self._shaper.current(key).diff(state) for key, state in states.items()}

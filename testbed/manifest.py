@@ -70,7 +70,7 @@ def scenario_inputs(scenario: Scenario) -> list[Path]:
             found.append(Path(value))
 
     walk(scenario)
-    return [p for p in dict.fromkeys(found) if p.name and p != scenario.outputs.dir]
+    return [p for p in dict.fromkeys(found) if p.name]
 
 
 def _git() -> dict[str, Any]:

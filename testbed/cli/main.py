@@ -23,6 +23,7 @@ from testbed.errors import TestbedError
 COMMAND_MODULES: list[str] = [
     "testbed.cli.scenario_cmd",
     "testbed.cli.trace_cmd",
+    "testbed.cli.lifecycle_cmd",
     "testbed.cli.replay_cmd",
 ]
 

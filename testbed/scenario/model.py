@@ -180,11 +180,12 @@ class TimelineSpec(Strict):
 
 
 class ProfileSpec(Strict):
-    """A custom device profile: relative CPU speed vs this host's reference, cores, memory."""
+    """A custom device profile: cores, per-core speed vs the reference core, memory."""
 
-    cpu_relative_speed: float = Field(gt=0, le=64)
     cores: float = Field(gt=0, le=256)
-    memory_mb: int = Field(gt=0)
+    core_speed_vs_reference: float = Field(gt=0, le=64)
+    memory_mib: int = Field(gt=0)
+    source: str = "custom profile from the scenario"
 
 
 class NodeRoleSpec(Strict):
@@ -222,7 +223,8 @@ class WorkloadSpec(Strict):
 
 
 class OutputsSpec(Strict):
-    dir: Path = Path("runs")
+    dir: str = Field("runs", description="run directories go here (relative: to the working "
+                     "directory)")
     timeline: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl"])
     plots: bool = True
 

@@ -1,0 +1,219 @@
+"""`testbed up | run | down | status | fault`: bring a scenario's network up and take it down."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from testbed.errors import SystemRequirementError
+from testbed.lifecycle.control import request
+from testbed.lifecycle.run_dir import RunDir
+from testbed.lifecycle.session import (
+    Held,
+    Prepared,
+    down,
+    hold,
+    prepare,
+    resolve_run_dir,
+    summarize,
+)
+
+console = Console()
+fault_app = typer.Typer(help="Inject faults into a running testbed (started by up or run).",
+                        no_args_is_help=True)
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise SystemRequirementError("bringing a network up needs root (namespaces, Open "
+                                     "vSwitch, cgroups): run as root, e.g. with sudo")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description:<14}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+def _held_run(scenario: Path, *, speed: float | None, duration_s: float | None,
+              workload: bool, keep: bool) -> tuple[Prepared, Held]:
+    _need_root()
+    with _progress() as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bar.add_task(step, total=total)
+            bar.update(tasks[step], completed=done, total=total)
+
+        prep = prepare(scenario, speed=speed, duration_s=duration_s, progress=progress)
+        if prep.leftovers is not None:
+            console.print(f"removed leftovers of an earlier run: {prep.leftovers.summary()}")
+        console.print(f"run directory: {prep.run_dir.path}", highlight=False)
+        load = None
+        if workload and prep.scenario.workload.kind != "none":
+            from testbed.lifecycle.workload import workload_for
+
+            load = workload_for(prep)
+        held = hold(prep, progress=progress, report=console.print, workload=load, keep=keep)
+    return prep, held
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"{summary['scenario']}: per satellite")
+    for col in ("satellite", "contact s", "files", "MB delivered", "goodput Mbit/s",
+                "capacity Mbit/s"):
+        table.add_column(col, justify="left" if col == "satellite" else "right")
+    per_sat = (summary.get("workload") or {}).get("per_satellite", {})
+    for sat, contact in summary["contact_s"].items():
+        w = per_sat.get(sat, {})
+        table.add_row(sat, f"{contact:.1f}", str(w.get("files", "-")),
+                      f"{w['bytes'] / 1e6:.2f}" if "bytes" in w else "-",
+                      f"{w['goodput_mbps']:.2f}" if "goodput_mbps" in w else "-",
+                      f"{w['capacity_mbps']:.2f}" if "capacity_mbps" in w else "-")
+    console.print(table)
+    late = summary["lateness_ms"]
+    console.print(f"events applied: {summary['events_applied']} at "
+                  f"{summary['instants_applied']} instants; lateness p50 {late['p50']:.2f} ms, "
+                  f"p99 {late['p99']:.2f} ms, max {late['max']:.2f} ms", highlight=False)
+    if summary.get("teardown"):
+        console.print(f"teardown: {summary['teardown']}", highlight=False)
+
+
+def up(
+    scenario: Path = typer.Argument(..., help="Scenario YAML file."),
+    speed: float = typer.Option(None, help="Override the scenario's speed (scenario s per "
+                                "wall s)."),
+    duration_s: float = typer.Option(None, "--duration-s", help="Override the duration."),
+    keep: bool = typer.Option(False, help="Leave the network in place at the end (remove it "
+                              "later with `testbed down`)."),
+) -> None:
+    """Bring SCENARIO's network up and play its timeline until it ends or Ctrl-C.
+
+    Creates a namespace (+ cgroup) per node, an Open vSwitch bridge per node, shaped links, the
+    controller; then applies every link change at its instant. `testbed status` and `testbed
+    fault` work from another terminal meanwhile. Everything is removed at the end (also on
+    Ctrl-C); after a crash or SIGKILL run `testbed down`. Running up again first removes what an
+    earlier run of the same scenario left.
+
+    Example: testbed up experiments/spaceverse-shanghai.yaml --speed 60
+    """
+    prep, held = _held_run(scenario, speed=speed, duration_s=duration_s, workload=False,
+                           keep=keep)
+    summary = summarize(prep, held)
+    prep.run_dir.write_json(prep.run_dir.summary, summary)
+    _print_summary(summary)
+
+
+def run(
+    scenario: Path = typer.Argument(..., help="Scenario YAML file."),
+    speed: float = typer.Option(None, help="Override the scenario's speed."),
+    duration_s: float = typer.Option(None, "--duration-s", help="Override the duration."),
+) -> None:
+    """Run SCENARIO end to end: up, the workload on every node, a summary, down.
+
+    The summary gives per satellite contact time, files and bytes delivered, goodput against
+    the programmed capacity, and the run clock's event lateness. Results, the manifest and the
+    applied-event record stay in the run directory (outputs.dir/<scenario name>).
+
+    Example: testbed run experiments/spaceverse-shanghai.yaml
+    """
+    prep, held = _held_run(scenario, speed=speed, duration_s=duration_s, workload=True,
+                           keep=False)
+    summary = summarize(prep, held)
+    prep.run_dir.write_json(prep.run_dir.summary, summary)
+    _print_summary(summary)
+    if held.teardown is not None and not held.teardown.ok:
+        raise SystemRequirementError("teardown left resources behind: " +
+                                     held.teardown.summary())
+
+
+def down_cmd(
+    target: Path = typer.Argument(..., help="Run directory, or the scenario file of the run."),
+) -> None:
+    """Remove everything a run created (namespaces, bridges, ports, qdiscs, cgroups,
+    processes), from its ledger; also after `up` was killed with SIGKILL. Safe to repeat."""
+    _need_root()
+    report = down(resolve_run_dir(target))
+    console.print(report.summary(), highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def status(
+    target: Path = typer.Argument(..., help="Run directory, or the scenario file of the run."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a run: addressing plan, links up, current ground contacts, routes."""
+    run_dir: RunDir = resolve_run_dir(target)
+    state = run_dir.read_json(run_dir.state)
+    live: dict[str, Any] | None
+    try:
+        live = request(run_dir.path / "control.sock", {"op": "status"}, timeout_s=10)
+    except Exception:  # noqa: BLE001 - a run that is not live is shown from its files
+        live = None
+    if as_json:
+        typer.echo(json.dumps({"state": state, "live": live}, indent=2, default=str))
+        return
+    plan = state["plan"]
+    table = Table(title=f"nodes of {run_dir.path.name} (prefix {plan['prefix']})")
+    for col in ("node", "role", "namespace", "data ip", "mgmt ip", "bridge"):
+        table.add_column(col)
+    for n in plan["nodes"]:
+        table.add_row(n["name"], n["role"], n["netns"], n["data_ip"], n["mgmt_ip"], n["bridge"])
+    console.print(table)
+    if live is None:
+        console.print("not running (no control socket answered)")
+        return
+    links = live["links"]
+    ground = [k for k, v in links.items() if v["kind"] == "ground" and v["up"]]
+    console.print(f"scenario time {live['scenario_t_s']:.1f} s, generation "
+                  f"{live['generation']}, links up {sum(v['up'] for v in links.values())}/"
+                  f"{len(links)}, ground contacts: {', '.join(ground) or 'none'}",
+                  highlight=False)
+    routes = live.get("routes", {}).get("routes", [])
+    console.print(f"routes installed: {len(routes)}", highlight=False)
+
+
+def _fault(target: Path, payload: dict[str, Any]) -> None:
+    run_dir = resolve_run_dir(target)
+    reply = request(run_dir.path / "control.sock", payload)
+    console.print(reply, highlight=False)
+
+
+@fault_app.command("kill-node")
+def kill_node(target: Path = typer.Argument(..., help="Run directory or scenario file."),
+              name: str = typer.Argument(..., help="Node to fail.")) -> None:
+    """Fail NODE: the controller routes around it from now on."""
+    _fault(target, {"op": "kill-node", "name": name})
+
+
+@fault_app.command("cut-link")
+def cut_link(target: Path = typer.Argument(..., help="Run directory or scenario file."),
+             a: str = typer.Argument(...), b: str = typer.Argument(...),
+             for_s: float = typer.Option(None, "--for", help="Restore after this many s.")
+             ) -> None:
+    """Cut the link between nodes A and B (optionally only for a while)."""
+    _fault(target, {"op": "cut-link", "a": a, "b": b, "for_s": for_s})
+
+
+@fault_app.command("restart-controller")
+def restart_controller(target: Path = typer.Argument(..., help="Run directory or scenario "
+                                                     "file.")) -> None:
+    """Kill the SDN controller and start it again; reports how long flows took to resync."""
+    _fault(target, {"op": "restart-controller"})
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(up)
+    app.command()(run)
+    app.command("down")(down_cmd)
+    app.command()(status)
+    app.add_typer(fault_app, name="fault")

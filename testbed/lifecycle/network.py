@@ -1,0 +1,261 @@
+"""The running emulated network of one run (embedded default: namespaces, OVS, userspace
+shapers, the os-ken controller), created from the timeline and recorded in the ledger.
+
+Owns creation order and the live objects (shaper worker, controller process). Removal is the
+ledger's job (`testbed down`), so a crash at any point leaves a ledger that removes everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from controller.api import push_snapshot, wait_applied
+from controller.process import ControllerProcess
+from netem.linkstate import LinkState
+from netem.shapers.userspace import UserspaceShaper, UserspaceLink
+from netem.shapers.userspace_pair import disable_offloads
+from netem.shapers.userspace_program import TraceProgram
+from testbed.backends.netns import NetnsBackend
+from testbed.cgroups import Budget, CgroupManager, detect_hierarchy
+from testbed.errors import SystemRequirementError, TestbedError
+from testbed.fabric.addressing import AddressPlan, LinkSpec, NodeSpec
+from testbed.fabric.ovs import FabricConfig, OvsFabric
+from testbed.ledger import Ledger, process_entry_details
+from testbed.lifecycle.links import LinkBook, direction_keys, trace_program
+from testbed.lifecycle.run_dir import RunDir
+from testbed.lifecycle.snapshot import build_snapshot
+from testbed.profiles import budget_for, calibrate, get_profile, profile_from_mapping
+from testbed.scenario.model import Scenario
+from testbed.sysrun import Runner
+from testbed.timeline.model import LinkEvent, Timeline
+
+Progress = Callable[[str, int, int], None]
+
+
+def run_prefix(scenario_name: str) -> str:
+    """Short resource prefix (IFNAMSIZ leaves ~8 characters): 't' + 5 hex of the name."""
+    return "t" + hashlib.sha1(scenario_name.encode()).hexdigest()[:5]
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def build_plan(timeline: Timeline, prefix: str) -> AddressPlan:
+    """Nodes of the timeline; one link for every node pair that is ever up."""
+    nodes = [NodeSpec(n.name, n.kind) for n in timeline.nodes]
+    seen: dict[str, None] = {}
+    for e in timeline.events:
+        if e.kind == "up":
+            seen.setdefault(e.link, None)
+    links = [LinkSpec(*name.split("--"), shaper="userspace") for name in seen]
+    return AddressPlan.build(prefix, nodes, links)
+
+
+@dataclass
+class Network:
+    """Create with `up()`; drive with `apply_events()`; `stop_processes()` at the end."""
+
+    scenario: Scenario
+    timeline: Timeline
+    run_dir: RunDir
+    runner: Runner
+    ledger: Ledger
+    progress: Progress | None = None
+    plan: AddressPlan | None = None
+    book: LinkBook | None = None
+    shaper: UserspaceShaper | None = None
+    controller: ControllerProcess | None = None
+    backend: NetnsBackend | None = None
+    generation: int = 0
+    down_nodes: set[str] = field(default_factory=set)
+    start_ns: int = 0
+    programs: dict[str, TraceProgram] = field(default_factory=dict)
+    following: set[str] = field(default_factory=set)
+
+    def _step(self, name: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(name, done, total)
+
+    # --- creation -------------------------------------------------------------------------------
+
+    def _budgets(self, plan: AddressPlan) -> dict[str, Budget]:
+        calibration = calibrate(self.run_dir.path.parent / ".cache")
+        custom = {name: profile_from_mapping(name, spec.model_dump())
+                  for name, spec in self.scenario.nodes.profiles.items()}
+        out = {}
+        for n in plan.nodes:
+            role = self.scenario.nodes.satellite if n.role == "satellite" else \
+                self.scenario.nodes.ground
+            profile = custom.get(role.profile) or get_profile(role.profile)
+            out[n.name] = budget_for(profile, calibration)
+        return out
+
+    def up(self) -> None:
+        if self.scenario.backend.kind != "netns":
+            raise SystemRequirementError(
+                f"backend '{self.scenario.backend.kind}' needs the lab inventory and hardware; "
+                "this machine runs backend 'netns'")
+        prefix = run_prefix(self.scenario.name)
+        self.plan = plan = build_plan(self.timeline, prefix)
+        self.run_dir.write_json(self.run_dir.state, {"prefix": prefix, "plan": plan.to_dict()})
+        stations = {n.name for n in self.timeline.nodes if n.kind == "ground"}
+        self.book = LinkBook(self.scenario, plan, stations)
+
+        of_port, api_port = free_tcp_port(), free_tcp_port()
+        fabric = OvsFabric(self.runner, self.ledger, FabricConfig(
+            datapath_type=self.scenario.backend.ovs_datapath, controller_port=of_port))
+        self._step("open vswitch", 0, 1)
+        fabric.ensure_daemon()
+        self._step("open vswitch", 1, 1)
+
+        self.controller = ControllerProcess(
+            of_port=of_port, api_port=api_port, log_path=self.run_dir.logs / "controller.log",
+            state_path=self.run_dir.path / "controller-state.json")
+        self.controller.start()
+        assert self.controller.pid is not None
+        self.ledger.record("process", "controller", **process_entry_details(self.controller.pid))
+
+        try:
+            cgroups = CgroupManager(detect_hierarchy(), prefix, ledger=self.ledger)
+        except SystemRequirementError:
+            cgroups = None  # hosts without cpu+memory controllers: nodes run without budgets
+        self.backend = NetnsBackend(self.runner, self.ledger, plan, cgroups=cgroups)
+        self._step("nodes", 0, len(plan.nodes))
+        self.backend.create_management()
+        fabric.create_bridges(list(plan.nodes))
+        self.backend.create_nodes(budgets=self._budgets(plan) if cgroups else None)
+        self._step("nodes", len(plan.nodes), len(plan.nodes))
+        self._step("links", 0, len(plan.links))
+        fabric.create_links(list(plan.links))
+        self._make_shaper()
+        self._step("links", len(plan.links), len(plan.links))
+        self._push(label="initial")
+
+    def _make_shaper(self) -> None:
+        assert self.plan is not None and self.book is not None
+        self.shaper = UserspaceShaper()
+        self.ledger.record("process", "shaper", **process_entry_details(self.shaper.pid))
+        initial = self.book.initial_states()
+        for i, link in enumerate(self.plan.links):
+            assert link.shaper_ifnames is not None
+            for ifname in (link.a.ifname, link.b.ifname, *link.shaper_ifnames):
+                disable_offloads(ifname, None)
+            ab, ba = direction_keys(link)
+            self.shaper.add_link(UserspaceLink(link.name, link.shaper_ifnames[0],
+                                               link.shaper_ifnames[1], a_to_b=ab, b_to_a=ba),
+                                 initial[ab], initial[ba])
+            self._step("links", i + 1, len(self.plan.links))
+        g = self.scenario.links.ground
+        for r in self.book.records.values():
+            if r.kind == "ground":
+                down_key = self.book.downlink_key(r)
+                ab, ba = direction_keys(r.link)
+                up_key = ba if down_key == ab else ab
+                for key, spec in ((down_key, g.downlink), (up_key, g.uplink)):
+                    program = trace_program(spec, f"{r.link.name}:{key}")
+                    if program is not None:
+                        self.programs[key] = program
+
+    # --- driving ----------------------------------------------------------------------------------
+
+    def _push(self, label: str) -> None:
+        assert self.plan is not None and self.book is not None and self.controller is not None
+        self.generation += 1
+        snap = build_snapshot(self.plan, self.book, self.generation,
+                              down_nodes=frozenset(self.down_nodes), label=label)
+        push_snapshot(self.controller.endpoint, snap)
+        if self.generation == 1:
+            wait_applied(self.controller.endpoint, self.generation, timeout_s=120.0)
+
+    def start_clock(self, start_ns: int) -> None:
+        """Scenario time zero is `start_ns` on the monotonic clock (aligns trace replay)."""
+        self.start_ns = start_ns
+
+    def _sync_following(self, states: dict[str, LinkState]) -> None:
+        """Ground-link directions follow their trace while up, and stop while down."""
+        assert self.shaper is not None
+        for key, state in states.items():
+            if key not in self.programs:
+                continue
+            if state.rate_bps > 0 and key not in self.following:
+                self.shaper.follow(key, self.programs[key], start_ns=self.start_ns or None)
+                self.following.add(key)
+            elif state.rate_bps == 0 and key in self.following:
+                self.shaper.unfollow(key)
+                self.following.discard(key)
+
+    def apply_events(self, events: Sequence[LinkEvent], scheduled_ns: int | None = None
+                     ) -> dict[str, int]:
+        """Apply all events of one instant: shaper changes in one call, at most one snapshot."""
+        assert self.book is not None and self.shaper is not None
+        changes: dict[str, LinkState] = {}
+        topology = False
+        for e in events:
+            states, changed = self.book.apply(e)
+            changes.update(states)
+            topology = topology or changed
+        # stop following before a link goes down, start after it is up
+        going_down = {k: s for k, s in changes.items() if s.rate_bps == 0}
+        self._sync_following(going_down)
+        if changes:
+            self.shaper.apply_many(changes, scheduled_ns=scheduled_ns)
+        self._sync_following({k: s for k, s in changes.items() if s.rate_bps > 0})
+        if topology:
+            self._push(label=f"t={events[0].t_ns / 1e9:.3f}s")
+        return {"directions": len(changes), "snapshot": int(topology)}
+
+    # --- faults -------------------------------------------------------------------------------------
+
+    def cut_link(self, link_name: str, up: bool) -> None:
+        assert self.book is not None and self.shaper is not None
+        states = self.book.set_up(link_name, up)
+        self._sync_following({k: s for k, s in states.items() if s.rate_bps == 0})
+        self.shaper.apply_many(states)
+        self._sync_following({k: s for k, s in states.items() if s.rate_bps > 0})
+        self._push(label=f"fault: {'restore' if up else 'cut'} {link_name}")
+
+    def kill_node(self, name: str) -> None:
+        assert self.plan is not None
+        self.plan.node(name)  # raises for unknown names, listing some valid ones
+        self.down_nodes.add(name)
+        self._push(label=f"fault: kill {name}")
+
+    def restart_controller(self) -> float:
+        """Kill and restart the controller; returns seconds until flows are in sync again."""
+        assert self.controller is not None
+        t0 = time.monotonic()
+        self.controller.kill()
+        self.controller.start()
+        assert self.controller.pid is not None
+        self.ledger.record("process", "controller", **process_entry_details(self.controller.pid))
+        self.generation += 1
+        assert self.plan is not None and self.book is not None
+        push_snapshot(self.controller.endpoint, build_snapshot(
+            self.plan, self.book, self.generation, down_nodes=frozenset(self.down_nodes),
+            label="after controller restart"))
+        wait_applied(self.controller.endpoint, self.generation, timeout_s=60.0)
+        return time.monotonic() - t0
+
+    def counters(self) -> dict[str, dict[str, object]]:
+        return self.shaper.counters() if self.shaper is not None else {}
+
+    def stop_processes(self) -> None:
+        """Stop the shaper worker and the controller (the ledger removes the rest)."""
+        errors: list[str] = []
+        for name, stop in (("shaper", self.shaper.close if self.shaper else None),
+                           ("controller", self.controller.stop if self.controller else None)):
+            if stop is None:
+                continue
+            try:
+                stop()
+            except (TestbedError, OSError) as exc:
+                errors.append(f"{name}: {exc}")
+        if errors:
+            raise TestbedError("stopping run processes: " + "; ".join(errors))

@@ -1,0 +1,287 @@
+"""up / run / down / status: the lifecycle the CLI exposes, built from the lifecycle modules.
+
+`hold()` owns everything it starts through try/finally (SIGTERM takes the same path as
+Ctrl-C), so a finished or interrupted run leaves nothing behind; after SIGKILL, `down()`
+removes what the ledger lists.
+"""
+
+from __future__ import annotations
+
+import signal
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controller.api import get_routes
+from netem.player import MonotonicClock
+from testbed.constellation import resolve_constellation
+from testbed.errors import InputError, TestbedError
+from testbed.ledger import Ledger, TeardownReport, teardown
+from testbed.lifecycle.clock import AppliedInstant, RunClock
+from testbed.lifecycle.control import ControlServer
+from testbed.lifecycle.network import Network
+from testbed.lifecycle.run_dir import RunDir
+from testbed.manifest import build_manifest, write_manifest
+from testbed.scenario import Scenario, load_scenario
+from testbed.sysrun import Runner
+from testbed.timeline.build import build_timeline
+from testbed.timeline.model import Timeline
+
+Progress = Callable[[str, int, int], None]
+Report = Callable[[str], None]
+
+
+def run_dir_for(scenario: Scenario) -> RunDir:
+    return RunDir(Path(scenario.outputs.dir) / scenario.name)
+
+
+def resolve_run_dir(target: Path) -> RunDir:
+    """A run directory, or the run directory of a scenario file."""
+    if target.is_dir():
+        return RunDir(target)
+    if target.suffix in (".yaml", ".yml") and target.is_file():
+        return run_dir_for(load_scenario(target))
+    raise InputError("expected a run directory or a scenario file", path=target)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM/SIGHUP end a run like Ctrl-C, through the same finally blocks."""
+    def raise_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def down(run_dir: RunDir) -> TeardownReport:
+    """Remove every resource in the run's ledger (idempotent)."""
+    if not run_dir.ledger.exists():
+        return TeardownReport()
+    with Ledger(run_dir.ledger) as ledger:
+        report = teardown(ledger, Runner())
+    return report
+
+
+@dataclass
+class Prepared:
+    scenario_path: Path
+    scenario: Scenario
+    timeline: Timeline
+    run_dir: RunDir
+    leftovers: TeardownReport | None
+
+
+def prepare(scenario_path: Path, *, speed: float | None = None,
+            duration_s: float | None = None, progress: Progress | None = None) -> Prepared:
+    """Validate, compute the timeline, and make the run directory (manifest first).
+
+    Bad scenarios fail here, before anything is created. A run of the same scenario that was
+    left behind (crash, SIGKILL) is removed first, so `up` is idempotent.
+    """
+    scenario = load_scenario(scenario_path)
+    update: dict[str, Any] = {}
+    if speed is not None:
+        update["speed"] = speed
+    if duration_s is not None:
+        update["duration_s"] = duration_s
+    if update:
+        scenario = Scenario.model_validate({**scenario.model_dump(), **update})
+    constellation = resolve_constellation(scenario)
+    timeline, _ = build_timeline(scenario, constellation, progress)
+    run_dir = run_dir_for(scenario)
+    leftovers = down(run_dir) if run_dir.ledger.exists() else None
+    if run_dir.ledger.exists():
+        run_dir.ledger.rename(run_dir.path / f"ledger.{int(time.time())}.removed.jsonl")
+    run_dir.create()
+    for stale in (run_dir.events_applied, run_dir.summary, run_dir.status):
+        stale.unlink(missing_ok=True)
+    write_manifest(run_dir.manifest, build_manifest(
+        scenario, scenario_path, run_name=scenario.name,
+        extra={"timeline_events": len(timeline.events)}))
+    timeline.to_jsonl(run_dir.timeline)
+    return Prepared(scenario_path, scenario, timeline, run_dir, leftovers)
+
+
+@dataclass
+class Held:
+    """What a finished hold() reports."""
+
+    instants: list[AppliedInstant]
+    workload: dict[str, Any] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+    teardown: TeardownReport | None = None
+
+
+def _lateness_ms(instants: list[AppliedInstant]) -> dict[str, float]:
+    if not instants:
+        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    late = sorted(i.lateness_ns / 1e6 for i in instants)
+    return {"p50": statistics.median(late), "p99": late[min(len(late) - 1,
+                                                            int(0.99 * len(late)))],
+            "max": late[-1]}
+
+
+def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = print,
+         workload: Any = None, keep: bool = False) -> Held:
+    """Bring the network up, play the timeline (and the workload), then tear down.
+
+    `workload`: an object with start(network), stop() -> results, or None.
+    """
+    scenario, run_dir = prep.scenario, prep.run_dir
+    held = Held(instants=[])
+    control: ControlServer | None = None
+    with _sigterm_as_interrupt(), Ledger(run_dir.ledger) as ledger:
+        net = Network(scenario, prep.timeline, run_dir, Runner(), ledger, progress=progress)
+        clock: RunClock | None = None
+        try:
+            net.up()
+            start_ns = time.monotonic_ns() + 200_000_000
+            net.start_clock(start_ns)
+
+            def handle(req: dict[str, Any]) -> dict[str, Any]:
+                return _control(net, clock, req, held)
+
+            control = ControlServer(run_dir.path / "control.sock", handle)
+            if workload is not None:
+                workload.start(net)
+            clock = RunClock(prep.timeline.events, net.apply_events, MonotonicClock(),
+                             speed=scenario.speed, record_path=run_dir.events_applied)
+            last_status = [0.0]
+
+            def on_instant(rec: AppliedInstant) -> None:
+                if progress is not None:
+                    progress("scenario time", int(rec.scenario_t_ns / 1e9),
+                             int(scenario.duration_s))
+                if time.monotonic() - last_status[0] > 1.0:
+                    last_status[0] = time.monotonic()
+                    run_dir.write_json(run_dir.status, _live_status(net, rec))
+
+            held.instants = clock.run(start_ns, int(scenario.duration_s * 1e9), on_instant)
+            if progress is not None:
+                progress("scenario time", int(scenario.duration_s), int(scenario.duration_s))
+        except KeyboardInterrupt:
+            held.interrupted = True
+            if clock is not None:
+                held.instants = clock.applied
+            report("interrupted: tearing down")
+        finally:
+            try:
+                if workload is not None:
+                    held.workload = workload.stop()
+                held.counters = net.counters() if net.shaper is not None else {}
+            except (TestbedError, OSError) as exc:
+                report(f"collecting results failed: {exc}")
+            finally:
+                if control is not None:
+                    control.close()
+                try:
+                    net.stop_processes()
+                finally:
+                    if not keep:
+                        held.teardown = teardown(ledger, Runner())
+    return held
+
+
+def _live_status(net: Network, rec: AppliedInstant) -> dict[str, Any]:
+    assert net.book is not None
+    ground = [r.link.name for r in net.book.records.values() if r.kind == "ground" and r.up]
+    return {"scenario_t_s": rec.scenario_t_ns / 1e9, "generation": net.generation,
+            "links_up": sum(r.up for r in net.book.records.values()),
+            "links_total": len(net.book.records), "ground_links_up": ground,
+            "down_nodes": sorted(net.down_nodes), "updated_utc": time.time()}
+
+
+def _control(net: Network, clock: RunClock | None, req: dict[str, Any],
+             held: Held) -> dict[str, Any]:
+    op = req.get("op")
+    if op == "status":
+        assert net.book is not None and net.controller is not None
+        routes = get_routes(net.controller.endpoint).model_dump(mode="json")
+        return {"scenario_t_s": (clock.scenario_now_ns / 1e9) if clock else 0.0,
+                "generation": net.generation,
+                "links": {name: {"up": r.up, "kind": r.kind, "delay_us": r.delay_us,
+                                 "rate_bps": r.rate_bps}
+                          for name, r in net.book.records.items()},
+                "down_nodes": sorted(net.down_nodes), "routes": routes}
+    if op == "cut-link":
+        name = _link_name(net, req["a"], req["b"])
+        net.cut_link(name, up=False)
+        fault = {"fault": "cut-link", "link": name, "at_utc": time.time()}
+        held.faults.append(fault)
+        for_s = req.get("for_s")
+        if for_s:
+            import threading
+
+            def restore() -> None:
+                time.sleep(float(for_s))
+                net.cut_link(name, up=True)
+                held.faults.append({"fault": "restore-link", "link": name,
+                                    "at_utc": time.time()})
+
+            threading.Thread(target=restore, daemon=True).start()
+        return fault
+    if op == "kill-node":
+        net.kill_node(req["name"])
+        fault = {"fault": "kill-node", "node": req["name"], "at_utc": time.time()}
+        held.faults.append(fault)
+        return fault
+    if op == "restart-controller":
+        resync_s = net.restart_controller()
+        fault = {"fault": "restart-controller", "resync_s": resync_s, "at_utc": time.time()}
+        held.faults.append(fault)
+        return fault
+    raise TestbedError(f"unknown control op {op!r}; choose: status, cut-link, kill-node, "
+                       "restart-controller")
+
+
+def _link_name(net: Network, a: str, b: str) -> str:
+    assert net.book is not None
+    for name in (f"{a}--{b}", f"{b}--{a}"):
+        if name in net.book.records:
+            return name
+    raise TestbedError(f"no link between {a!r} and {b!r} in this run")
+
+
+def summarize(prep: Prepared, held: Held) -> dict[str, Any]:
+    """Per satellite: contact time, files and bytes delivered, goodput vs capacity;
+    event lateness p50/p99; what was removed."""
+    tl = prep.timeline
+    contact_s: dict[str, float] = {n.name: 0.0 for n in tl.nodes if n.kind == "satellite"}
+    opened: dict[str, int] = {}
+    end_ns = int(prep.scenario.duration_s * 1e9)
+    for e in tl.events:
+        if e.link_kind != "ground" or e.kind not in ("up", "down"):
+            continue
+        sat = e.b if e.a in {n.name for n in tl.nodes if n.kind == "ground"} else e.a
+        if e.kind == "up":
+            opened[e.link] = e.t_ns
+        elif e.link in opened:
+            contact_s[sat] = contact_s.get(sat, 0.0) + (e.t_ns - opened.pop(e.link)) / 1e9
+    for link, t0 in opened.items():
+        sat = next(x for x in link.split("--") if x in contact_s)
+        contact_s[sat] += (end_ns - t0) / 1e9
+    return {
+        "scenario": prep.scenario.name,
+        "duration_s": prep.scenario.duration_s,
+        "speed": prep.scenario.speed,
+        "interrupted": held.interrupted,
+        "instants_applied": len(held.instants),
+        "events_applied": sum(i.events for i in held.instants),
+        "lateness_ms": _lateness_ms(held.instants),
+        "contact_s": contact_s,
+        "workload": held.workload,
+        "faults": held.faults,
+        "shaper_counters": held.counters,
+        "teardown": held.teardown.summary() if held.teardown else None,
+    }
