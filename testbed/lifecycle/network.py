@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from controller.api import push_snapshot, wait_applied
 from controller.process import ControllerProcess
 from netem.linkstate import LinkState
-from netem.shapers.userspace import UserspaceShaper, UserspaceLink
+from netem.shapers.userspace import UserspaceLink, UserspaceShaper
 from netem.shapers.userspace_pair import disable_offloads
 from netem.shapers.userspace_program import TraceProgram
 from testbed.backends.netns import NetnsBackend
@@ -211,7 +211,7 @@ class Network:
             self._push(label=f"t={events[0].t_ns / 1e9:.3f}s")
         return {"directions": len(changes), "snapshot": int(topology)}
 
-    # --- faults -------------------------------------------------------------------------------------
+    # --- faults ---------------------------------------------------------------------------
 
     def cut_link(self, link_name: str, up: bool) -> None:
         assert self.book is not None and self.shaper is not None

@@ -54,6 +54,11 @@ def _sigterm_as_interrupt():
     def raise_interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can own signal handlers; its caller handles them
+        return
     old = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
@@ -121,6 +126,7 @@ class Held:
     faults: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
     teardown: TeardownReport | None = None
+    played_ns: int = 0  # scenario time reached (the whole duration unless interrupted)
 
 
 def _lateness_ms(instants: list[AppliedInstant]) -> dict[str, float]:
@@ -168,12 +174,14 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
                     run_dir.write_json(run_dir.status, _live_status(net, rec))
 
             held.instants = clock.run(start_ns, int(scenario.duration_s * 1e9), on_instant)
+            held.played_ns = clock.scenario_now_ns
             if progress is not None:
                 progress("scenario time", int(scenario.duration_s), int(scenario.duration_s))
         except KeyboardInterrupt:
             held.interrupted = True
             if clock is not None:
                 held.instants = clock.applied
+                held.played_ns = clock.scenario_now_ns
             report("interrupted: tearing down")
         finally:
             try:
@@ -259,8 +267,10 @@ def summarize(prep: Prepared, held: Held) -> dict[str, Any]:
     tl = prep.timeline
     contact_s: dict[str, float] = {n.name: 0.0 for n in tl.nodes if n.kind == "satellite"}
     opened: dict[str, int] = {}
-    end_ns = int(prep.scenario.duration_s * 1e9)
+    end_ns = held.played_ns
     for e in tl.events:
+        if e.t_ns > end_ns:
+            break
         if e.link_kind != "ground" or e.kind not in ("up", "down"):
             continue
         sat = e.b if e.a in {n.name for n in tl.nodes if n.kind == "ground"} else e.a
@@ -274,6 +284,7 @@ def summarize(prep: Prepared, held: Held) -> dict[str, Any]:
     return {
         "scenario": prep.scenario.name,
         "duration_s": prep.scenario.duration_s,
+        "played_s": held.played_ns / 1e9,
         "speed": prep.scenario.speed,
         "interrupted": held.interrupted,
         "instants_applied": len(held.instants),

@@ -71,7 +71,8 @@ class WalkerSpec(Strict):
     @model_validator(mode="after")
     def _phasing_range(self) -> WalkerSpec:
         if self.phasing >= self.planes:
-            raise ValueError(f"phasing={self.phasing}, expected 0 <= phasing < planes={self.planes}")
+            raise ValueError(f"phasing={self.phasing}, expected 0 <= phasing < "
+                             f"planes={self.planes}")
         return self
 
 

@@ -173,7 +173,8 @@ class Timeline:
         table = pq.read_table(path)
         meta = (table.schema.metadata or {}).get(b"testbed.timeline")
         if meta is None:
-            raise InputError("not a timeline Parquet file (no testbed.timeline metadata)", path=path)
+            raise InputError("not a timeline Parquet file (no testbed.timeline metadata)",
+                             path=path)
         head = json.loads(meta)
         timeline = cls(
             scenario=head["scenario"],

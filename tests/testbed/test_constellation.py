@@ -66,9 +66,10 @@ def test_visible_from_keeps_only_satellites_that_pass(tmp_path: Path, shared_dat
                  "count: 5}")
     r = resolve_constellation(s)
     assert len(r.satellites) == 5
+    from datetime import timedelta
+
     from testbed.constellation import ground_station
     from testbed.orbit.contacts import contact_windows
-    from datetime import timedelta
     windows = contact_windows(r.satellites, ground_station(s.ground_stations[0]), s.epoch,
                               s.epoch + timedelta(seconds=3600), step_s=5.0)
     assert {w.satellite for w in windows} == {x.name for x in r.satellites}

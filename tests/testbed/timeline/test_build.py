@@ -122,8 +122,8 @@ def test_highest_elevation_serves_the_highest_satellite(tmp_path: Path) -> None:
     scenario, constellation, timeline = build(tmp_path, "highest-elevation")
     station = ground_station(scenario.ground_stations[0])
     from testbed.orbit.propagate import propagate
-    from testbed.orbit.visibility import elevation_deg
     from testbed.orbit.times import time_grid
+    from testbed.orbit.visibility import elevation_deg
     names = node_names(constellation.satellites)
     times = time_grid(scenario.epoch, 60.0, 20)
     el = elevation_deg(propagate(constellation.satellites, times).positions_km, station)

@@ -1,0 +1,59 @@
+"""Fixtures for whole-network tests: a small scenario and a check that a run left nothing."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_binary, require_root
+
+SMALL = """\
+name: {name}
+epoch: 2024-07-16T00:00:00Z
+duration_s: {duration}
+speed: {speed}
+constellation:
+  walker: {{planes: 3, per_plane: 4, phasing: 1, altitude_km: 550, inclination_deg: 53}}
+ground_stations:
+  - {{name: gs, lat_deg: 31.23, lon_deg: 121.47, min_elevation_deg: 5}}
+links:
+  ground:
+    policy: highest-elevation
+    downlink: {{rate_mbps: 50, delay: propagation}}
+    uplink: {{rate_mbps: 10, delay: propagation}}
+  isl: {{max_range_km: 20000, capacity: constant, rate_mbps: 50}}
+timeline: {{step_s: 5}}
+outputs: {{dir: "{out}"}}
+"""
+
+
+def leftovers(prefix: str) -> dict[str, list[str]]:
+    """Namespaces, interfaces, OVS bridges and processes whose names carry `prefix`."""
+    def out(argv: list[str]) -> str:
+        return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+
+    return {
+        "netns": [n.split()[0] for n in out(["ip", "netns", "list"]).splitlines()
+                  if n.startswith(prefix)],
+        "links": [ln.split()[0] for ln in out(["ip", "-br", "link"]).splitlines()
+                  if ln.startswith(prefix)],
+        "bridges": [b for b in out(["ovs-vsctl", "--timeout=10", "list-br"]).split()
+                    if b.startswith(prefix)],
+    }
+
+
+@pytest.fixture
+def small_scenario(tmp_path: Path, unique_prefix: str):
+    """Write a 12-satellite scenario; returns a function(duration_s, speed) -> path."""
+    require_root()
+    require_binary("ovs-vsctl", "ip", "ping", "ethtool")
+
+    def make(duration: float = 30, speed: float = 1.0) -> Path:
+        path = tmp_path / "small.yaml"
+        path.write_text(SMALL.format(name=f"life-{unique_prefix}", duration=duration,
+                                     speed=speed, out=tmp_path / "runs"))
+        return path
+
+    return make

@@ -1,0 +1,112 @@
+"""Whole-network tests: real namespaces, OVS, os-ken, userspace shapers and ping."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.cli.main import main
+from testbed.lifecycle.network import run_prefix
+from testbed.lifecycle.session import hold, prepare, summarize
+from testbed.scenario import load_scenario
+
+from .conftest import leftovers
+
+pytestmark = [pytest.mark.root, pytest.mark.ovs]
+
+
+def ping(netns: str, ip: str, count: int = 5, interval_s: float = 0.2) -> list[float]:
+    out = subprocess.run(["ip", "netns", "exec", netns, "ping", "-n", "-c", str(count), "-i",
+                          str(interval_s), "-W", "2", ip], capture_output=True, text=True,
+                         timeout=60).stdout
+    return [float(x) for x in re.findall(r"time=([\d.]+) ms", out)]
+
+
+def wait_for(path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear within {timeout_s} s")
+        time.sleep(0.1)
+
+
+def _probe_running_network(prep, checks: dict[str, object]) -> None:
+    """Runs beside hold(): pings across ISLs and to the ground station."""
+    from testbed.lifecycle.control import request
+
+    try:
+        wait_for(prep.run_dir.status, 60)
+        state = json.loads(prep.run_dir.state.read_text())
+        nodes = {n["name"]: n for n in state["plan"]["nodes"]}
+        a, b = nodes["walker-p0-s0"], nodes["walker-p1-s2"]
+        checks["rtts"] = ping(a["netns"], b["data_ip"], count=5)
+        live = request(prep.run_dir.path / "control.sock", {"op": "status"})
+        checks["route"] = next(r for r in live["routes"]["routes"]
+                               if r["node"] == a["name"] and r["ipv4_dst"] == b["data_ip"])
+        checks["gs_rtts"] = ping(a["netns"], nodes["gs"]["data_ip"], count=3)
+    except BaseException as exc:  # noqa: BLE001 - reported by the test in the main thread
+        checks["error"] = exc
+
+
+def test_multi_hop_ping_follows_programmed_delays_and_nothing_is_left(small_scenario) -> None:
+    path = small_scenario(duration=25, speed=1.0)
+    prep = prepare(path)
+    prefix = run_prefix(prep.scenario.name)
+    checks: dict[str, object] = {}
+    prober = threading.Thread(target=_probe_running_network, args=(prep, checks))
+    prober.start()
+    held = hold(prep, report=lambda m: None)
+    prober.join(timeout=60)
+    assert "error" not in checks, checks.get("error")
+    rtts, route = checks["rtts"], checks["route"]
+    assert len(rtts) >= 4, "ping across ISLs lost packets"
+    assert route["hops"] >= 2, "the two satellites are several ISLs apart"
+    one_way_ms = route["delay_us"] / 1000  # sum of the programmed delays on the path
+    assert min(rtts) == pytest.approx(2 * one_way_ms, abs=2.0 + 0.05 * 2 * one_way_ms)
+    assert checks["gs_rtts"], "no path from a satellite to the ground station"
+    assert not held.interrupted and held.teardown is not None and held.teardown.ok
+    summary = summarize(prep, held)
+    assert summary["events_applied"] > 0 and summary["lateness_ms"]["p99"] < 50
+    assert leftovers(prefix) == {"netns": [], "links": [], "bridges": []}
+
+
+def test_down_after_sigkill_of_up_leaves_nothing(small_scenario) -> None:
+    path = small_scenario(duration=600, speed=1.0)
+    scenario = load_scenario(path)
+    prefix = run_prefix(scenario.name)
+    run_dir = Path(scenario.outputs.dir) / scenario.name
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli.main", "up", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_for(run_dir / "status.json", 90)
+        assert leftovers(prefix)["netns"], "the run created namespaces"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    # the shaper worker and controller survive a SIGKILL of their parent's group? down
+    # removes them from the ledger either way
+    assert main(["down", str(run_dir)]) == 0
+    assert leftovers(prefix) == {"netns": [], "links": [], "bridges": []}
+    ledger = [json.loads(x) for x in (run_dir / "ledger.jsonl").read_text().splitlines()]
+    pids = [e["details"]["pid"] for e in ledger if e["kind"] == "process"]
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or \
+            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    assert main(["down", str(run_dir)]) == 0  # idempotent
+
+
+def test_bad_scenario_creates_nothing(small_scenario, tmp_path: Path) -> None:
+    path = small_scenario()
+    path.write_text(path.read_text().replace("lat_deg: 31.23", "lat_deg: 95"))
+    assert main(["up", str(path)]) == 2
+    assert not (tmp_path / "runs").exists()
