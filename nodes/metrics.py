@@ -1,0 +1,135 @@
+"""Thread-safe counters and gauges of one node, rendered in the Prometheus text format (0.0.4).
+
+Hand-written exposition so a node needs nothing beyond the standard library. The metric families
+are declared once here (`FAMILIES`); workloads only increment them.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from nodes.errors import NodeError
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Family:
+    """A metric family: `kind` is `counter` or `gauge`; `labels` are the per-sample label names."""
+
+    name: str
+    kind: str
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("leo_node_info", "gauge", "Always 1; labels say which node and role this is.",
+           ("role",)),
+    Family("leo_node_uptime_seconds", "gauge", "Seconds since the node agent started."),
+    Family("leo_node_workload_running", "gauge", "1 while a workload of this kind runs, else 0.",
+           ("kind",)),
+    Family("leo_node_bytes_sent_total", "counter",
+           "Payload bytes written to data sockets, failed attempts included.", ("peer",)),
+    Family("leo_node_bytes_received_total", "counter",
+           "Payload bytes read from data sockets, rejected and partial files included.", ("peer",)),
+    Family("leo_node_files_delivered_total", "counter",
+           "Files the peer acknowledged with a verified hash (sender side).", ("peer",)),
+    Family("leo_node_bytes_delivered_total", "counter",
+           "Payload bytes of files the peer acknowledged (sender side).", ("peer",)),
+    Family("leo_node_files_received_total", "counter",
+           "Files received with a verified hash, duplicates excluded (receiver side).", ("peer",)),
+    Family("leo_node_files_rejected_total", "counter",
+           "Received files not counted, by reason (receiver side).", ("peer", "reason")),
+    Family("leo_node_transfer_attempts_total", "counter",
+           "File send attempts on an open connection (sender side).", ("peer",)),
+    Family("leo_node_transfer_retries_total", "counter",
+           "Failed connects plus failed send attempts, each followed by a retry.", ("peer",)),
+    Family("leo_node_connect_failures_total", "counter",
+           "Connects that failed (refused, no route, timed out).", ("peer",)),
+)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _format_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
+
+
+class Metrics:
+    """Samples keyed by family name and label values; `const_labels` go on every sample."""
+
+    def __init__(self, const_labels: Mapping[str, str] | None = None,
+                 families: tuple[Family, ...] = FAMILIES):
+        self._const = dict(const_labels or {})
+        self._families = {f.name: f for f in families}
+        self._values: dict[str, dict[tuple[str, ...], float]] = {f.name: {} for f in families}
+        self._lock = threading.Lock()
+
+    def _key(self, name: str, labels: Mapping[str, str]) -> tuple[str, ...]:
+        family = self._families.get(name)
+        if family is None:
+            raise NodeError(f"metric {name!r} is not declared; declared: "
+                            + ", ".join(sorted(self._families)))
+        if set(labels) != set(family.labels):
+            raise NodeError(f"metric {name}: labels {sorted(labels)}, expected "
+                            f"{sorted(family.labels)}")
+        return tuple(str(labels[k]) for k in family.labels)
+
+    def inc(self, name: str, amount: float = 1, **labels: str) -> None:
+        """Add `amount` (>= 0) to a counter sample."""
+        if amount < 0:
+            raise NodeError(f"metric {name}: increment {amount}, expected >= 0")
+        key = self._key(name, labels)
+        with self._lock:
+            series = self._values[name]
+            series[key] = series.get(key, 0) + amount
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        """Set a gauge sample."""
+        key = self._key(name, labels)
+        with self._lock:
+            self._values[name][key] = value
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current value of one sample (0 when never touched)."""
+        key = self._key(name, labels)
+        with self._lock:
+            return self._values[name].get(key, 0)
+
+    def total(self, name: str) -> float:
+        """Sum over every sample of a family."""
+        if name not in self._families:
+            raise NodeError(f"metric {name!r} is not declared; declared: "
+                            + ", ".join(sorted(self._families)))
+        with self._lock:
+            return sum(self._values[name].values())
+
+    def render(self) -> str:
+        """The Prometheus text exposition of every family (families without samples: header)."""
+        lines: list[str] = []
+        with self._lock:
+            snapshot = {name: dict(series) for name, series in self._values.items()}
+        for name, family in self._families.items():
+            lines.append(f"# HELP {name} {family.help}")
+            lines.append(f"# TYPE {name} {family.kind}")
+            series = snapshot[name]
+            if not family.labels and not series:
+                series = {(): 0}
+            for key in sorted(series):
+                pairs = list(self._const.items()) + list(zip(family.labels, key, strict=True))
+                label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
+                label_part = f"{{{label_text}}}" if label_text else ""
+                lines.append(f"{name}{label_part} {_format_value(series[key])}")
+        return "\n".join(lines) + "\n"

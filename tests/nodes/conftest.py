@@ -1,0 +1,101 @@
+"""Fixtures for node tests: the real images, and agent processes that never outlive a test."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def images_dir(shared_data: Path) -> Path:
+    """The real rsvqa-lr images (50 PNGs of 256x256) the downlink job sends."""
+    path = shared_data / "images" / "rsvqa-lr"
+    if not any(path.glob("*.png")):
+        pytest.skip(f"no PNG images in {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def images(images_dir: Path) -> list[Path]:
+    return sorted(images_dir.glob("*.png"))
+
+
+@dataclass
+class AgentProcess:
+    """A running `python -m nodes.agent`; `mgmt` is the address it printed."""
+
+    proc: subprocess.Popen[bytes]
+    mgmt: str
+    stderr_path: Path
+
+    def terminate(self, timeout_s: float = 15.0) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+
+def start_agent(args: Sequence[str], stderr_path: Path, prefix: Sequence[str] = (),
+                timeout_s: float = 20.0) -> AgentProcess:
+    """Starts an agent (optionally under `prefix`, e.g. `ip netns exec NS`) and waits for its
+    `listening` line; kills it and raises with its stderr when none comes in `timeout_s`."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONWARNINGS="error")
+    with stderr_path.open("wb") as err:
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "nodes.agent", *args],
+                                stdout=subprocess.PIPE, stderr=err, cwd=REPO_ROOT, env=env)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    line = b""
+    while time.monotonic() < deadline and not line.endswith(b"\n"):
+        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            line += chunk
+    if not line.endswith(b"\n"):
+        proc.kill()
+        proc.wait(5)
+        proc.stdout.close()
+        raise RuntimeError(f"agent {args} printed no address in {timeout_s} s; stderr:\n"
+                           + stderr_path.read_text(errors="replace"))
+    info = json.loads(line.decode().splitlines()[0])
+    return AgentProcess(proc=proc, mgmt=info["mgmt"], stderr_path=stderr_path)
+
+
+@pytest.fixture
+def agent_factory(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    """Starts agents; teardown SIGTERMs (then kills) every one still running, also on failure."""
+    started: list[AgentProcess] = []
+
+    def factory(*args: str, prefix: Sequence[str] = ()) -> AgentProcess:
+        agent = start_agent(args, tmp_path / f"agent{len(started)}.stderr", prefix)
+        started.append(agent)
+        return agent
+
+    yield factory
+    for agent in started:
+        if agent.proc.poll() is None:
+            agent.proc.send_signal(signal.SIGTERM)
+            try:
+                agent.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                agent.proc.kill()
+                agent.proc.wait(5)
+        if agent.proc.stdout is not None:
+            agent.proc.stdout.close()
