@@ -107,7 +107,8 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
     if run_dir.ledger.exists():
         run_dir.ledger.rename(run_dir.path / f"ledger.{int(time.time())}.removed.jsonl")
     run_dir.create()
-    for stale in (run_dir.events_applied, run_dir.summary, run_dir.status):
+    for stale in (run_dir.events_applied, run_dir.summary, run_dir.status,
+                  run_dir.path / "controller-state.json"):
         stale.unlink(missing_ok=True)
     write_manifest(run_dir.manifest, build_manifest(
         scenario, scenario_path, run_name=scenario.name,
@@ -261,26 +262,30 @@ def _link_name(net: Network, a: str, b: str) -> str:
     raise TestbedError(f"no link between {a!r} and {b!r} in this run")
 
 
-def summarize(prep: Prepared, held: Held) -> dict[str, Any]:
-    """Per satellite: contact time, files and bytes delivered, goodput vs capacity;
-    event lateness p50/p99; what was removed."""
-    tl = prep.timeline
-    contact_s: dict[str, float] = {n.name: 0.0 for n in tl.nodes if n.kind == "satellite"}
-    opened: dict[str, int] = {}
-    end_ns = held.played_ns
+def contact_seconds(tl: Timeline, end_ns: int) -> dict[str, float]:
+    """Scenario seconds each satellite had its own ground link, up to `end_ns`."""
+    stations = {n.name for n in tl.nodes if n.kind == "ground"}
+    total = {n.name: 0.0 for n in tl.nodes if n.kind == "satellite"}
+    opened: dict[str, tuple[str, int]] = {}
     for e in tl.events:
         if e.t_ns > end_ns:
             break
         if e.link_kind != "ground" or e.kind not in ("up", "down"):
             continue
-        sat = e.b if e.a in {n.name for n in tl.nodes if n.kind == "ground"} else e.a
+        sat = e.b if e.a in stations else e.a
         if e.kind == "up":
-            opened[e.link] = e.t_ns
+            opened[e.link] = (sat, e.t_ns)
         elif e.link in opened:
-            contact_s[sat] = contact_s.get(sat, 0.0) + (e.t_ns - opened.pop(e.link)) / 1e9
-    for link, t0 in opened.items():
-        sat = next(x for x in link.split("--") if x in contact_s)
-        contact_s[sat] += (end_ns - t0) / 1e9
+            s, t0 = opened.pop(e.link)
+            total[s] += (e.t_ns - t0) / 1e9
+    for s, t0 in opened.values():
+        total[s] += (end_ns - t0) / 1e9
+    return total
+
+
+def summarize(prep: Prepared, held: Held) -> dict[str, Any]:
+    """Per satellite: contact time, files and bytes delivered, goodput vs capacity;
+    event lateness p50/p99; what was removed."""
     return {
         "scenario": prep.scenario.name,
         "duration_s": prep.scenario.duration_s,
@@ -290,7 +295,7 @@ def summarize(prep: Prepared, held: Held) -> dict[str, Any]:
         "instants_applied": len(held.instants),
         "events_applied": sum(i.events for i in held.instants),
         "lateness_ms": _lateness_ms(held.instants),
-        "contact_s": contact_s,
+        "contact_s": contact_seconds(prep.timeline, held.played_ns),
         "workload": held.workload,
         "faults": held.faults,
         "shaper_counters": held.counters,

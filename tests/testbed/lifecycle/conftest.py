@@ -15,7 +15,7 @@ epoch: 2024-07-16T00:00:00Z
 duration_s: {duration}
 speed: {speed}
 constellation:
-  walker: {{planes: 3, per_plane: 4, phasing: 1, altitude_km: 550, inclination_deg: 53}}
+  walker: {{planes: 3, per_plane: 9, phasing: 1, altitude_km: 550, inclination_deg: 53}}
 ground_stations:
   - {{name: gs, lat_deg: 31.23, lon_deg: 121.47, min_elevation_deg: 5}}
 links:
@@ -46,7 +46,7 @@ def leftovers(prefix: str) -> dict[str, list[str]]:
 
 @pytest.fixture
 def small_scenario(tmp_path: Path, unique_prefix: str):
-    """Write a 12-satellite scenario; returns a function(duration_s, speed) -> path."""
+    """Write a 27-satellite scenario; returns a function(duration_s, speed) -> path."""
     require_root()
     require_binary("ovs-vsctl", "ip", "ping", "ethtool")
 
