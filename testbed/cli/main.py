@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "testbed.cli.trace_cmd",
     "testbed.cli.lifecycle_cmd",
     "testbed.cli.replay_cmd",
+    "testbed.cli.verify_cmd",
 ]
 
 err_console = Console(stderr=True)

@@ -102,6 +102,10 @@ class Network:
             raise SystemRequirementError(
                 f"backend '{self.scenario.backend.kind}' needs the lab inventory and hardware; "
                 "this machine runs backend 'netns'")
+        if self.scenario.backend.routing != "controller":
+            raise SystemRequirementError(
+                "backend.routing: static (routes set inside the nodes per snapshot) is not "
+                "implemented yet; use routing: controller")
         prefix = run_prefix(self.scenario.name)
         self.plan = plan = build_plan(self.timeline, prefix)
         self.run_dir.write_json(self.run_dir.state, {"prefix": prefix, "plan": plan.to_dict()})

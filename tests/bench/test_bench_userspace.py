@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from netem import fidelity
 from netem.linkstate import LinkState
 from netem.shapers.userspace import UserspaceShaper
 from netem.shapers.userspace_pair import NamespacePair
@@ -156,13 +157,13 @@ def pair(unique_prefix: str) -> Iterator[NamespacePair]:
 
 # ---- (a) trace fidelity -------------------------------------------------------------------
 
-def _fifo(t: np.ndarray) -> np.ndarray:
-    return np.maximum.accumulate(t)
+_fifo = fidelity.fifo
 
 
 def _expected_backlogged_arrivals(opp_ns: np.ndarray, delay: DirectionSeries) -> np.ndarray:
     """A backlogged queue of 1500-byte packets: one packet per opportunity, plus the delay."""
-    return _fifo(opp_ns + delay.value_at("delay_us", opp_ns).astype(np.int64) * 1000)
+    return fidelity.expected_backlogged_arrivals_ns(
+        opp_ns, delay.value_at("delay_us", opp_ns).astype(np.int64) * 1000)
 
 
 def _change_points_s(t_ns: np.ndarray, step_ns: int, duration_ns: int,
