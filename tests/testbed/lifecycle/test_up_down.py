@@ -115,3 +115,56 @@ def test_bad_scenario_creates_nothing(small_scenario, tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("lat_deg: 31.23", "lat_deg: 95"))
     assert main(["up", str(path)]) == 2
     assert not (tmp_path / "runs").exists()
+
+
+def _faults(prep, checks: dict[str, object]) -> None:
+    """Beside hold(): cut the serving ground link, restart the controller, kill a node."""
+    from testbed.lifecycle.control import request
+
+    sock = prep.run_dir.path / "control.sock"
+    try:
+        wait_for(prep.run_dir.status, 60)
+        state = json.loads(prep.run_dir.state.read_text())
+        nodes = {n["name"]: n for n in state["plan"]["nodes"]}
+        live = request(sock, {"op": "status"})
+        link = next(name for name, v in live["links"].items()
+                    if v["kind"] == "ground" and v["up"])
+        sat = link.replace("gs--", "").replace("--gs", "")
+        gs_ip = nodes["gs"]["data_ip"]
+        checks["before"] = ping(nodes[sat]["netns"], gs_ip, count=3)
+        request(sock, {"op": "cut-link", "a": "gs", "b": sat, "for_s": 4})
+        checks["during_cut"] = ping(nodes[sat]["netns"], gs_ip, count=3, interval_s=0.2)
+        time.sleep(5)
+        checks["after_restore"] = ping(nodes[sat]["netns"], gs_ip, count=3)
+        reply = request(sock, {"op": "restart-controller"})
+        checks["resync_s"] = reply["resync_s"]
+        checks["after_restart"] = ping(nodes["walker-p0-s0"]["netns"],
+                                       nodes["walker-p0-s2"]["data_ip"], count=3)
+        request(sock, {"op": "kill-node", "name": "walker-p0-s1"})
+        route = next(r for r in request(sock, {"op": "status"})["routes"]["routes"]
+                     if r["node"] == "walker-p0-s0"
+                     and r["ipv4_dst"] == nodes["walker-p0-s2"]["data_ip"])
+        checks["detour_hops"] = route["hops"]
+        checks["after_kill"] = ping(nodes["walker-p0-s0"]["netns"],
+                                    nodes["walker-p0-s2"]["data_ip"], count=3)
+    except BaseException as exc:  # noqa: BLE001 - reported by the test in the main thread
+        checks["error"] = exc
+
+
+def test_faults_cut_link_restart_controller_kill_node(small_scenario) -> None:
+    prep = prepare(small_scenario(duration=45, speed=1.0))
+    checks: dict[str, object] = {}
+    prober = threading.Thread(target=_faults, args=(prep, checks))
+    prober.start()
+    held = hold(prep, report=lambda m: None)
+    prober.join(timeout=90)
+    assert "error" not in checks, checks.get("error")
+    assert len(checks["before"]) == 3
+    assert checks["during_cut"] == [], "a cut ground link carries nothing"
+    assert len(checks["after_restore"]) >= 2, "the link carries traffic again after --for"
+    assert checks["resync_s"] < 30 and len(checks["after_restart"]) >= 2
+    # walker-p0-s1 sat between p0-s0 and p0-s2 in the ring: the route goes around the ring
+    assert checks["detour_hops"] > 2 and len(checks["after_kill"]) >= 2
+    assert [f["fault"] for f in held.faults][:3] == ["cut-link", "restore-link",
+                                                     "restart-controller"]
+    assert held.teardown is not None and held.teardown.ok
