@@ -76,6 +76,15 @@ def down(run_dir: RunDir) -> TeardownReport:
     return report
 
 
+def _check_profiles(scenario: Scenario) -> None:
+    """Unknown device profiles fail before anything is created (error lists valid names)."""
+    from testbed.profiles import get_profile
+
+    for role in (scenario.nodes.satellite, scenario.nodes.ground):
+        if role.profile not in scenario.nodes.profiles:
+            get_profile(role.profile)
+
+
 @dataclass
 class Prepared:
     scenario_path: Path
@@ -100,6 +109,7 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
         update["duration_s"] = duration_s
     if update:
         scenario = Scenario.model_validate({**scenario.model_dump(), **update})
+    _check_profiles(scenario)
     constellation = resolve_constellation(scenario)
     timeline, _ = build_timeline(scenario, constellation, progress)
     run_dir = run_dir_for(scenario)

@@ -168,3 +168,10 @@ def test_faults_cut_link_restart_controller_kill_node(small_scenario) -> None:
     assert [f["fault"] for f in held.faults][:3] == ["cut-link", "restore-link",
                                                      "restart-controller"]
     assert held.teardown is not None and held.teardown.ok
+
+
+def test_unknown_profile_fails_before_anything_is_created(small_scenario, tmp_path) -> None:
+    path = small_scenario()
+    path.write_text(path.read_text() + "nodes: {satellite: {profile: jetson-nano-x}}\n")
+    assert main(["up", str(path)]) == 2
+    assert not (tmp_path / "runs").exists()
