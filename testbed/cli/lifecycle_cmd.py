@@ -54,7 +54,7 @@ def _held_run(scenario: Path, *, speed: float | None, duration_s: float | None,
             bar.update(tasks[step], completed=done, total=total)
 
         prep = prepare(scenario, speed=speed, duration_s=duration_s, progress=progress)
-        if prep.leftovers is not None:
+        if prep.leftovers is not None and (prep.leftovers.removed or prep.leftovers.failed):
             console.print(f"removed leftovers of an earlier run: {prep.leftovers.summary()}")
         console.print(f"run directory: {prep.run_dir.path}", highlight=False)
         load = None
