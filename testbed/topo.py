@@ -15,7 +15,7 @@ from testbed.constellation import ResolvedConstellation, ground_station, resolve
 from testbed.orbit.contacts import ContactWindow, contact_windows
 from testbed.orbit.linkbudget import propagation_delay_us
 from testbed.scenario.model import Scenario
-from testbed.timeline.build import Geometry, Progress, build_timeline, node_names
+from testbed.timeline.build import Geometry, Progress, build_timeline
 from testbed.timeline.model import Timeline
 
 
@@ -56,7 +56,6 @@ def topology_report(scenario: Scenario, progress: Progress | None = None) -> Top
     if progress is not None:
         progress("constellation", 1, 1)
     timeline, geo = build_timeline(scenario, constellation, progress)
-    names = node_names(constellation.satellites)
     end = scenario.epoch + timedelta(seconds=scenario.duration_s)
     windows: list[ContactWindow] = []
     for spec in scenario.ground_stations:
@@ -79,7 +78,6 @@ def topology_report(scenario: Scenario, progress: Progress | None = None) -> Top
             coverage[spec.name] = float((el >= spec.min_elevation_deg).any(axis=0).mean())
         handovers[spec.name] = sum(1 for e in timeline.events
                                    if e.kind == "handover" and e.link == f"{spec.name}:handover")
-    del names
     return TopologyReport(
         scenario=scenario, constellation=constellation, timeline=timeline, geometry=geo,
         windows=windows, isl_count=len(geo.pairs),

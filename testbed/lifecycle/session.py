@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -53,8 +54,6 @@ def _sigterm_as_interrupt():
     """SIGTERM/SIGHUP end a run like Ctrl-C, through the same finally blocks."""
     def raise_interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
-
-    import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread can own signal handlers; its caller handles them
@@ -240,8 +239,6 @@ def _control(net: Network, clock: RunClock | None, req: dict[str, Any],
         held.faults.append(fault)
         for_s = req.get("for_s")
         if for_s:
-            import threading
-
             def restore() -> None:
                 time.sleep(float(for_s))
                 net.cut_link(name, up=True)

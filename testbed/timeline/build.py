@@ -24,7 +24,7 @@ from testbed.orbit.isl import isl_state, plus_grid
 from testbed.orbit.linkbudget import IslLinkBudget, propagation_delay_us
 from testbed.orbit.planes import plane_assignment
 from testbed.orbit.propagate import iter_propagate
-from testbed.orbit.times import NS_PER_S, as_datetime64, time_grid
+from testbed.orbit.times import as_datetime64, time_grid
 from testbed.orbit.tle import Satellite
 from testbed.orbit.visibility import GroundStation, look_angles
 from testbed.scenario.model import Scenario
@@ -261,9 +261,8 @@ def build_timeline(scenario: Scenario, constellation: ResolvedConstellation,
     sats = constellation.satellites
     names = node_names(sats)
     geo = sample_geometry(scenario, sats, progress)
-    assignment_planes = [s.plane for s in sats]
-    nodes = [Node(n, "satellite", s.norad_id, p, s.slot)
-             for n, s, p in zip(names, sats, assignment_planes, strict=True)]
+    nodes = [Node(n, "satellite", s.norad_id, s.plane, s.slot)
+             for n, s in zip(names, sats, strict=True)]
     nodes += [Node(g.name, "ground", lat_deg=g.lat_deg, lon_deg=g.lon_deg)
               for g in scenario.ground_stations]
     sink = _EventSink(scenario.timeline.delay_threshold_us,
@@ -278,6 +277,3 @@ def build_timeline(scenario: Scenario, constellation: ResolvedConstellation,
     timeline.sort()
     return timeline, geo
 
-
-def ns_to_s(t_ns: int) -> float:
-    return t_ns / NS_PER_S
