@@ -218,7 +218,10 @@ def test_quota_makes_the_reference_kernel_run_at_the_profile_speed(
     """A 1-core board at a fifth of this host's core speed: the kernel takes ~5x as long.
 
     A fifth, not a half: on a shared 2-core host a process may get only half a core anyway, and
-    the quota must be what slows it down (checked with the throttling counter too).
+    the quota must be what slows it down (checked with the throttling counter too). The quota's
+    own effect is checked on CPU time over wall time, which host load can only lower; the
+    slowdown against the calibration, taken at another moment, gets a wide upper bound because
+    a busy shared host slows both sides differently.
     """
     cal = calibrate(tmp_path, repeats=5)
     board = DeviceProfile("fifth-speed", cores=1,
@@ -228,11 +231,15 @@ def test_quota_makes_the_reference_kernel_run_at_the_profile_speed(
     assert budget.cpu_cores == pytest.approx(0.2)
     g = manager.create("board", budget)
     code = ("import time; from testbed.profiles import reference_kernel\n"
-            "t = time.perf_counter(); reference_kernel(); reference_kernel()\n"
-            "print((time.perf_counter() - t) / 2)")
+            "t, c = time.perf_counter(), time.process_time()\n"
+            "reference_kernel(); reference_kernel(); reference_kernel()\n"
+            "print((time.perf_counter() - t) / 3, (time.process_time() - c) / 3)")
     done = subprocess.run([sys.executable, "-c", code], preexec_fn=g.attach_self,
                           capture_output=True, text=True, timeout=60, check=True,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
-    ratio = float(done.stdout) / cal.host_kernel_s
-    assert 3.5 <= ratio <= 7.0, f"kernel slowed {ratio:.2f}x, expected ~5x"
+    wall_s, cpu_s = map(float, done.stdout.split())
+    share = cpu_s / wall_s
+    assert 0.12 <= share <= 0.23, f"the board got {share:.2f} of a core, its quota is 0.20"
+    ratio = wall_s / cal.host_kernel_s
+    assert 3.5 <= ratio <= 10.0, f"kernel slowed {ratio:.2f}x, expected ~5x"
     assert g.cpu_throttling()["nr_throttled"] >= 3
