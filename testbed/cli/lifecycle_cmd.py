@@ -83,6 +83,18 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console.print(f"events applied: {summary['events_applied']} at "
                   f"{summary['instants_applied']} instants; lateness p50 {late['p50']:.2f} ms, "
                   f"p99 {late['p99']:.2f} ms, max {late['max']:.2f} ms", highlight=False)
+    routes = summary.get("route_changes")
+    if routes and routes.get("install_ms"):
+        inst, down = routes["install_ms"], routes.get("down_after_ms")
+        line = (f"route changes: {routes['submitted']} ({routes['superseded']} superseded); "
+                f"routes in effect p50 {inst['p50']:.1f} ms, p99 {inst['p99']:.1f} ms after "
+                "their instant")
+        if down:
+            line += (f"; make-before-break downs {routes['make_before_break_downs']}, "
+                     f"p99 {down['p99']:.1f} ms after the instant")
+        console.print(line, highlight=False)
+        for err in routes.get("errors", []):
+            console.print(f"[red]route change failed:[/red] {err}")
     if summary.get("teardown"):
         console.print(f"teardown: {summary['teardown']}", highlight=False)
 

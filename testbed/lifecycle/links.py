@@ -119,6 +119,10 @@ class LinkBook:
             r.distance_km = event.distance_km
         return self._direction_states(r), topology_changed
 
+    def states(self, link_name: str) -> dict[str, LinkState]:
+        """The current direction states of one link."""
+        return self._direction_states(self.records[link_name])
+
     def set_up(self, link_name: str, up: bool) -> dict[str, LinkState]:
         """Fault injection: force a link up or down."""
         r = self.records[link_name]

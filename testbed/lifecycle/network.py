@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from controller.api import push_snapshot, wait_applied
+from controller.model import Snapshot
 from controller.process import ControllerProcess
 from netem.linkstate import LinkState
 from netem.shapers.userspace import UserspaceLink, UserspaceShaper
@@ -26,8 +28,9 @@ from testbed.fabric.addressing import AddressPlan, LinkSpec, NodeSpec
 from testbed.fabric.ovs import FabricConfig, OvsFabric
 from testbed.ledger import Ledger, process_entry_details
 from testbed.lifecycle.links import LinkBook, direction_keys, trace_program
+from testbed.lifecycle.routes import ControllerRoutes, RoutePusher
 from testbed.lifecycle.run_dir import RunDir
-from testbed.lifecycle.snapshot import build_snapshot
+from testbed.lifecycle.snapshot import build_snapshot, capture_topology, snapshot_from_state
 from testbed.profiles import budget_for, calibrate, get_profile, profile_from_mapping
 from testbed.scenario.model import Scenario
 from testbed.sysrun import Runner
@@ -78,6 +81,10 @@ class Network:
     start_ns: int = 0
     programs: dict[str, TraceProgram] = field(default_factory=dict)
     following: set[str] = field(default_factory=set)
+    pusher: RoutePusher | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    """Serialises the link book and the shaper between the clock, the route pusher's
+    deferred downs and fault commands."""
 
     def _step(self, name: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -141,6 +148,8 @@ class Network:
         self._make_shaper()
         self._step("links", len(plan.links), len(plan.links))
         self._push(label="initial")
+        self.pusher = RoutePusher(ControllerRoutes(self.controller.endpoint),
+                                  record_path=self.run_dir.route_changes)
 
     def _make_shaper(self) -> None:
         assert self.plan is not None and self.book is not None
@@ -169,14 +178,32 @@ class Network:
 
     # --- driving ----------------------------------------------------------------------------------
 
-    def _push(self, label: str) -> None:
+    def _push(self, label: str, scheduled_ns: int | None = None,
+              deferred: Callable[[], None] | None = None, wait: bool = False) -> None:
+        """Hand the current topology to the route pusher (the first one synchronously).
+
+        `wait`: return only once the routes are in effect (fault commands: their caller
+        expects the network to have routed around the fault when the command returns)."""
         assert self.plan is not None and self.book is not None and self.controller is not None
-        self.generation += 1
-        snap = build_snapshot(self.plan, self.book, self.generation,
-                              down_nodes=frozenset(self.down_nodes), label=label)
-        push_snapshot(self.controller.endpoint, snap)
-        if self.generation == 1:
-            wait_applied(self.controller.endpoint, self.generation, timeout_s=120.0)
+        with self.lock:
+            self.generation += 1
+            generation = self.generation
+            state = capture_topology(self.book, frozenset(self.down_nodes))
+        plan = self.plan
+
+        def make() -> Snapshot:
+            return snapshot_from_state(plan, state, generation, label=label)
+
+        if self.pusher is None:
+            push_snapshot(self.controller.endpoint, make())
+            wait_applied(self.controller.endpoint, generation, timeout_s=120.0)
+            if deferred is not None:
+                deferred()
+            return
+        self.pusher.submit(make, generation=generation, label=label,
+                           scheduled_ns=scheduled_ns, deferred=deferred)
+        if wait and not self.pusher.drain(timeout_s=60.0):
+            raise TestbedError(f"routes for {label!r} not in effect within 60 s")
 
     def start_clock(self, start_ns: int) -> None:
         """Scenario time zero is `start_ns` on the monotonic clock (aligns trace replay)."""
@@ -197,62 +224,96 @@ class Network:
 
     def apply_events(self, events: Sequence[LinkEvent], scheduled_ns: int | None = None
                      ) -> dict[str, int]:
-        """Apply all events of one instant: shaper changes in one call, at most one snapshot."""
+        """Apply all events of one instant: shaper changes in one call, at most one snapshot.
+
+        Make-before-break: links going down stay up in the shaper until the routes of the new
+        topology are in effect (the route pusher runs the deferred down); everything else
+        (links coming up, rate and delay changes) applies at once.
+        """
         assert self.book is not None and self.shaper is not None
-        changes: dict[str, LinkState] = {}
-        topology = False
-        for e in events:
-            states, changed = self.book.apply(e)
-            changes.update(states)
-            topology = topology or changed
-        # stop following before a link goes down, start after it is up
-        going_down = {k: s for k, s in changes.items() if s.rate_bps == 0}
-        self._sync_following(going_down)
-        if changes:
-            self.shaper.apply_many(changes, scheduled_ns=scheduled_ns)
-        self._sync_following({k: s for k, s in changes.items() if s.rate_bps > 0})
+        with self.lock:
+            now: dict[str, LinkState] = {}
+            departing: list[str] = []
+            topology = False
+            for e in events:
+                states, changed = self.book.apply(e)
+                topology = topology or changed
+                if e.kind == "down" and changed:
+                    departing.append(e.link)
+                    for key in states:
+                        now.pop(key, None)
+                else:
+                    now.update(states)
+            departing = [name for name in departing if not self.book.records[name].up]
+            if now:
+                self.shaper.apply_many(now, scheduled_ns=scheduled_ns)
+            self._sync_following({k: s for k, s in now.items() if s.rate_bps > 0})
         if topology:
-            self._push(label=f"t={events[0].t_ns / 1e9:.3f}s")
-        return {"directions": len(changes), "snapshot": int(topology)}
+            self._push(label=f"t={events[0].t_ns / 1e9:.3f}s", scheduled_ns=scheduled_ns,
+                       deferred=(lambda: self._take_down(departing)) if departing else None)
+        return {"directions": len(now), "snapshot": int(topology), "deferred": len(departing)}
+
+    def _take_down(self, link_names: Sequence[str]) -> None:
+        """Apply the down state of links still down (a later event may have raised them)."""
+        assert self.book is not None and self.shaper is not None
+        with self.lock:
+            states: dict[str, LinkState] = {}
+            for name in link_names:
+                if not self.book.records[name].up:
+                    states.update(self.book.states(name))
+            self._sync_following(states)
+            if states:
+                self.shaper.apply_many(states)
 
     # --- faults ---------------------------------------------------------------------------
 
     def cut_link(self, link_name: str, up: bool) -> None:
         assert self.book is not None and self.shaper is not None
-        states = self.book.set_up(link_name, up)
-        self._sync_following({k: s for k, s in states.items() if s.rate_bps == 0})
-        self.shaper.apply_many(states)
-        self._sync_following({k: s for k, s in states.items() if s.rate_bps > 0})
-        self._push(label=f"fault: {'restore' if up else 'cut'} {link_name}")
+        with self.lock:
+            states = self.book.set_up(link_name, up)
+            self._sync_following({k: s for k, s in states.items() if s.rate_bps == 0})
+            self.shaper.apply_many(states)
+            self._sync_following({k: s for k, s in states.items() if s.rate_bps > 0})
+        self._push(label=f"fault: {'restore' if up else 'cut'} {link_name}", wait=True)
 
     def kill_node(self, name: str) -> None:
         assert self.plan is not None
         self.plan.node(name)  # raises for unknown names, listing some valid ones
         self.down_nodes.add(name)
-        self._push(label=f"fault: kill {name}")
+        self._push(label=f"fault: kill {name}", wait=True)
 
     def restart_controller(self) -> float:
-        """Kill and restart the controller; returns seconds until flows are in sync again."""
-        assert self.controller is not None
-        t0 = time.monotonic()
-        self.controller.kill()
-        self.controller.start()
-        assert self.controller.pid is not None
-        self.ledger.record("process", "controller", **process_entry_details(self.controller.pid))
-        self.generation += 1
+        """Kill and restart the controller; returns seconds until flows are in sync again.
+
+        Holds the route pusher's lock, so no route change goes to the dead controller."""
+        assert self.controller is not None and self.pusher is not None
         assert self.plan is not None and self.book is not None
-        push_snapshot(self.controller.endpoint, build_snapshot(
-            self.plan, self.book, self.generation, down_nodes=frozenset(self.down_nodes),
-            label="after controller restart"))
-        wait_applied(self.controller.endpoint, self.generation, timeout_s=60.0)
-        return time.monotonic() - t0
+        with self.pusher.lock:
+            t0 = time.monotonic()
+            self.controller.kill()
+            self.controller.start()
+            assert self.controller.pid is not None
+            self.ledger.record("process", "controller",
+                               **process_entry_details(self.controller.pid))
+            with self.lock:
+                self.generation += 1
+                snap = build_snapshot(self.plan, self.book, self.generation,
+                                      down_nodes=frozenset(self.down_nodes),
+                                      label="after controller restart")
+            push_snapshot(self.controller.endpoint, snap)
+            wait_applied(self.controller.endpoint, snap.generation, timeout_s=60.0)
+            return time.monotonic() - t0
 
     def counters(self) -> dict[str, dict[str, object]]:
-        return self.shaper.counters() if self.shaper is not None else {}
+        with self.lock:
+            return self.shaper.counters() if self.shaper is not None else {}
 
     def stop_processes(self) -> None:
-        """Stop the shaper worker and the controller (the ledger removes the rest)."""
+        """Stop the route pusher, the shaper worker and the controller (the ledger removes
+        the rest)."""
         errors: list[str] = []
+        if self.pusher is not None:
+            self.pusher.close(timeout_s=10.0)
         for name, stop in (("shaper", self.shaper.close if self.shaper else None),
                            ("controller", self.controller.stop if self.controller else None)):
             if stop is None:

@@ -2,7 +2,8 @@
 
 manifest.json (inputs, versions: written first), ledger.jsonl (every created resource, as it is
 created), state.json (addresses, ports, pids: for status and fault commands), timeline.jsonl,
-events-applied.jsonl (scheduled vs applied), status.json (live, rewritten by the clock),
+events-applied.jsonl (scheduled vs applied), route-changes.jsonl (routes installed,
+make-before-break downs), status.json (live, rewritten by the clock),
 results/ (workload results), logs/, summary.json.
 """
 
@@ -44,6 +45,10 @@ class RunDir:
     @property
     def events_applied(self) -> Path:
         return self.path / "events-applied.jsonl"
+
+    @property
+    def route_changes(self) -> Path:
+        return self.path / "route-changes.jsonl"
 
     @property
     def summary(self) -> Path:

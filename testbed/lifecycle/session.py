@@ -33,6 +33,10 @@ from testbed.timeline.build import build_timeline
 from testbed.timeline.model import Timeline
 
 Progress = Callable[[str, int, int], None]
+
+CLOCK_RT_PRIORITY = 5
+"""SCHED_FIFO priority of the run clock's thread: above the controller and OVS, below the
+userspace shaper's worker (10), whose frames must not wait for the clock."""
 Report = Callable[[str], None]
 
 
@@ -137,6 +141,7 @@ class Held:
     interrupted: bool = False
     teardown: TeardownReport | None = None
     played_ns: int = 0  # scenario time reached (the whole duration unless interrupted)
+    route_changes: dict[str, Any] | None = None  # RoutePusher.summary()
 
 
 def _lateness_ms(instants: list[AppliedInstant]) -> dict[str, float]:
@@ -172,7 +177,8 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
             if workload is not None:
                 workload.start(net)
             clock = RunClock(prep.timeline.events, net.apply_events, MonotonicClock(),
-                             speed=scenario.speed, record_path=run_dir.events_applied)
+                             speed=scenario.speed, record_path=run_dir.events_applied,
+                             rt_priority=CLOCK_RT_PRIORITY)
             last_status = [0.0]
 
             def on_instant(rec: AppliedInstant) -> None:
@@ -206,6 +212,8 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
                 try:
                     net.stop_processes()
                 finally:
+                    if net.pusher is not None:
+                        held.route_changes = net.pusher.summary()
                     if not keep:
                         held.teardown = teardown(ledger, Runner())
     return held
@@ -302,6 +310,7 @@ def summarize(prep: Prepared, held: Held) -> dict[str, Any]:
         "instants_applied": len(held.instants),
         "events_applied": sum(i.events for i in held.instants),
         "lateness_ms": _lateness_ms(held.instants),
+        "route_changes": held.route_changes,
         "contact_s": contact_seconds(prep.timeline, held.played_ns),
         "workload": held.workload,
         "faults": held.faults,

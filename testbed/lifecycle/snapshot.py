@@ -1,24 +1,41 @@
-"""Controller snapshots from the plan and the link book (the controller knows no orbits)."""
+"""Controller snapshots from the plan and the link book (the controller knows no orbits).
+
+Building a Snapshot (pydantic) costs milliseconds; the run clock only captures the topology
+(`capture_topology`, microseconds) and the route pusher's thread builds the snapshot.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from controller.model import Host, Link, PortRef, Snapshot, Switch
-from testbed.fabric.addressing import AddressPlan
+from testbed.fabric.addressing import AddressPlan, LinkAddress
 from testbed.lifecycle.links import LinkBook
 
 
-def build_snapshot(plan: AddressPlan, book: LinkBook, generation: int, *,
-                   down_nodes: frozenset[str] = frozenset(), label: str | None = None
-                   ) -> Snapshot:
+@dataclass(frozen=True)
+class TopologyState:
+    """Each link's (address, up, delay_us) and the nodes that are down, at one instant."""
+
+    links: tuple[tuple[LinkAddress, bool, int], ...]
+    down_nodes: frozenset[str]
+
+
+def capture_topology(book: LinkBook, down_nodes: frozenset[str] = frozenset()) -> TopologyState:
+    return TopologyState(tuple((r.link, r.up, r.delay_us) for r in book.records.values()),
+                         down_nodes)
+
+
+def snapshot_from_state(plan: AddressPlan, state: TopologyState, generation: int, *,
+                        label: str | None = None) -> Snapshot:
     """Every node is a switch with its host port; links carry up/down and delay as weight."""
     dpid = {n.name: n.dpid for n in plan.nodes}
     links = []
-    for r in book.records.values():
-        lk = r.link
-        up = r.up and lk.a.node not in down_nodes and lk.b.node not in down_nodes
+    for lk, up, delay_us in state.links:
+        up = up and lk.a.node not in state.down_nodes and lk.b.node not in state.down_nodes
         links.append(Link(a=PortRef(dpid=dpid[lk.a.node], port_no=lk.a.ofport),
                           b=PortRef(dpid=dpid[lk.b.node], port_no=lk.b.ofport),
-                          up=up, weight_us=float(max(r.delay_us, 1)), name=lk.name))
+                          up=up, weight_us=float(max(delay_us, 1)), name=lk.name))
     return Snapshot(
         generation=generation,
         switches=tuple(Switch(dpid=n.dpid, name=n.name) for n in plan.nodes),
@@ -27,3 +44,11 @@ def build_snapshot(plan: AddressPlan, book: LinkBook, generation: int, *,
         links=tuple(links),
         label=label,
     )
+
+
+def build_snapshot(plan: AddressPlan, book: LinkBook, generation: int, *,
+                   down_nodes: frozenset[str] = frozenset(), label: str | None = None
+                   ) -> Snapshot:
+    """The snapshot of the book's current state."""
+    return snapshot_from_state(plan, capture_topology(book, down_nodes), generation,
+                               label=label)
