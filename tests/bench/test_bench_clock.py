@@ -78,7 +78,8 @@ def test_bench_clock_link_changes_per_second(tmp_path: Path, unique_prefix: str)
             t0_s = 10.0  # scenario time of the synthetic instants (after the real start)
             for k in LINKS_PER_INSTANT:
                 events = synthetic_events(isls, k, int(t0_s * 1e9))
-                clock = RunClock(events, net.apply_events, MonotonicClock(), rt_priority=CLOCK_RT_PRIORITY)
+                clock = RunClock(events, net.apply_events, MonotonicClock(),
+                                 rt_priority=CLOCK_RT_PRIORITY)
                 start_ns = time.monotonic_ns() + 200_000_000 - int(t0_s * 1e9)
                 applied = clock.run(start_ns, int((t0_s + PLAY_S) * 1e9))
                 assert net.pusher.drain(30)
