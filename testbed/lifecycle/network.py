@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from controller.api import push_snapshot, wait_applied
+from controller.api import get_routes, push_snapshot, wait_applied
 from controller.model import Snapshot
 from controller.process import ControllerProcess
 from netem.linkstate import LinkState
@@ -28,9 +28,10 @@ from testbed.fabric.addressing import AddressPlan, LinkSpec, NodeSpec
 from testbed.fabric.ovs import FabricConfig, OvsFabric
 from testbed.ledger import Ledger, process_entry_details
 from testbed.lifecycle.links import LinkBook, direction_keys, trace_program
-from testbed.lifecycle.routes import ControllerRoutes, RoutePusher
+from testbed.lifecycle.routes import ControllerRoutes, RouteProgrammer, RoutePusher
 from testbed.lifecycle.run_dir import RunDir
 from testbed.lifecycle.snapshot import build_snapshot, capture_topology, snapshot_from_state
+from testbed.lifecycle.static_routing import StaticRouting
 from testbed.profiles import budget_for, calibrate, get_profile, profile_from_mapping
 from testbed.scenario.model import Scenario
 from testbed.sysrun import Runner
@@ -81,6 +82,8 @@ class Network:
     start_ns: int = 0
     programs: dict[str, TraceProgram] = field(default_factory=dict)
     following: set[str] = field(default_factory=set)
+    routing: RouteProgrammer | None = None
+    static_routing: StaticRouting | None = None
     pusher: RoutePusher | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
     """Serialises the link book and the shaper between the clock, the route pusher's
@@ -109,29 +112,29 @@ class Network:
             raise SystemRequirementError(
                 f"backend '{self.scenario.backend.kind}' needs the lab inventory and hardware; "
                 "this machine runs backend 'netns'")
-        if self.scenario.backend.routing != "controller":
-            raise SystemRequirementError(
-                "backend.routing: static (routes set inside the nodes per snapshot) is not "
-                "implemented yet; use routing: controller")
+        static = self.scenario.backend.routing == "static"
         prefix = run_prefix(self.scenario.name)
         self.plan = plan = build_plan(self.timeline, prefix)
         self.run_dir.write_json(self.run_dir.state, {"prefix": prefix, "plan": plan.to_dict()})
         stations = {n.name for n in self.timeline.nodes if n.kind == "ground"}
         self.book = LinkBook(self.scenario, plan, stations)
 
-        of_port, api_port = free_tcp_port(), free_tcp_port()
+        of_port = None if static else free_tcp_port()
         fabric = OvsFabric(self.runner, self.ledger, FabricConfig(
             datapath_type=self.scenario.backend.ovs_datapath, controller_port=of_port))
         self._step("open vswitch", 0, 1)
         fabric.ensure_daemon()
         self._step("open vswitch", 1, 1)
 
-        self.controller = ControllerProcess(
-            of_port=of_port, api_port=api_port, log_path=self.run_dir.logs / "controller.log",
-            state_path=self.run_dir.path / "controller-state.json")
-        self.controller.start()
-        assert self.controller.pid is not None
-        self.ledger.record("process", "controller", **process_entry_details(self.controller.pid))
+        if of_port is not None:
+            self.controller = ControllerProcess(
+                of_port=of_port, api_port=free_tcp_port(),
+                log_path=self.run_dir.logs / "controller.log",
+                state_path=self.run_dir.path / "controller-state.json")
+            self.controller.start()
+            assert self.controller.pid is not None
+            self.ledger.record("process", "controller",
+                               **process_entry_details(self.controller.pid))
 
         try:
             cgroups = CgroupManager(detect_hierarchy(), prefix, ledger=self.ledger)
@@ -147,9 +150,14 @@ class Network:
         fabric.create_links(list(plan.links))
         self._make_shaper()
         self._step("links", len(plan.links), len(plan.links))
+        if self.controller is None:
+            self.static_routing = StaticRouting(plan, self.runner)
+            self.static_routing.setup()
+            self.routing = self.static_routing
+        else:
+            self.routing = ControllerRoutes(self.controller.endpoint, timeout_s=120.0)
         self._push(label="initial")
-        self.pusher = RoutePusher(ControllerRoutes(self.controller.endpoint),
-                                  record_path=self.run_dir.route_changes)
+        self.pusher = RoutePusher(self.routing, record_path=self.run_dir.route_changes)
 
     def _make_shaper(self) -> None:
         assert self.plan is not None and self.book is not None
@@ -184,7 +192,7 @@ class Network:
 
         `wait`: return only once the routes are in effect (fault commands: their caller
         expects the network to have routed around the fault when the command returns)."""
-        assert self.plan is not None and self.book is not None and self.controller is not None
+        assert self.plan is not None and self.book is not None and self.routing is not None
         with self.lock:
             self.generation += 1
             generation = self.generation
@@ -195,8 +203,7 @@ class Network:
             return snapshot_from_state(plan, state, generation, label=label)
 
         if self.pusher is None:
-            push_snapshot(self.controller.endpoint, make())
-            wait_applied(self.controller.endpoint, generation, timeout_s=120.0)
+            self.routing.apply(make())
             if deferred is not None:
                 deferred()
             return
@@ -286,7 +293,10 @@ class Network:
         """Kill and restart the controller; returns seconds until flows are in sync again.
 
         Holds the route pusher's lock, so no route change goes to the dead controller."""
-        assert self.controller is not None and self.pusher is not None
+        if self.controller is None:
+            raise TestbedError("this run routes with backend.routing: static; it has no "
+                               "controller to restart")
+        assert self.pusher is not None
         assert self.plan is not None and self.book is not None
         with self.pusher.lock:
             t0 = time.monotonic()
@@ -303,6 +313,14 @@ class Network:
             push_snapshot(self.controller.endpoint, snap)
             wait_applied(self.controller.endpoint, snap.generation, timeout_s=60.0)
             return time.monotonic() - t0
+
+    def route_table(self) -> dict[str, object]:
+        """The routes in effect: the controller's table, or the nodes' static routes."""
+        if self.static_routing is not None:
+            return {"generation": self.static_routing.generation,
+                    "routes": self.static_routing.routes()}
+        assert self.controller is not None
+        return get_routes(self.controller.endpoint).model_dump(mode="json")
 
     def counters(self) -> dict[str, dict[str, object]]:
         with self.lock:

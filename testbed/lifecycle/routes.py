@@ -30,7 +30,7 @@ Deferred = Callable[[], None]
 class RouteProgrammer(Protocol):
     """Puts a snapshot's routes in effect; returns when the data plane follows them."""
 
-    def apply(self, snapshot: Snapshot) -> None: ...
+    def apply(self, snapshot: Snapshot) -> object: ...
 
 
 @dataclass

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from controller.api import get_routes
 from netem.player import MonotonicClock
 from testbed.constellation import resolve_constellation
 from testbed.errors import InputError, TestbedError
@@ -232,8 +231,8 @@ def _control(net: Network, clock: RunClock | None, req: dict[str, Any],
              held: Held) -> dict[str, Any]:
     op = req.get("op")
     if op == "status":
-        assert net.book is not None and net.controller is not None
-        routes = get_routes(net.controller.endpoint).model_dump(mode="json")
+        assert net.book is not None
+        routes = net.route_table()
         return {"scenario_t_s": (clock.scenario_now_ns / 1e9) if clock else 0.0,
                 "generation": net.generation,
                 "links": {name: {"up": r.up, "kind": r.kind, "delay_us": r.delay_us,
