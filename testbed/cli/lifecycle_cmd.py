@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,13 @@ from rich.table import Table
 
 from testbed.errors import SystemRequirementError
 from testbed.lifecycle.control import request
+from testbed.lifecycle.live_view import (
+    LiveStatus,
+    LiveView,
+    ground_tallies,
+    render_status,
+    routes_to_ground,
+)
 from testbed.lifecycle.run_dir import RunDir
 from testbed.lifecycle.session import (
     Held,
@@ -45,7 +53,9 @@ def _progress() -> Progress:
 def _held_run(scenario: Path, *, speed: float | None, duration_s: float | None,
               workload: bool, keep: bool) -> tuple[Prepared, Held]:
     _need_root()
-    with _progress() as bar:
+    bar = _progress()
+    view = LiveView(console, above=bar)  # a terminal: one Live shows the bars and the table
+    with (contextlib.nullcontext() if view.tty else bar), view:
         tasks: dict[str, Any] = {}
 
         def progress(step: str, done: int, total: int) -> None:
@@ -62,6 +72,8 @@ def _held_run(scenario: Path, *, speed: float | None, duration_s: float | None,
             from testbed.lifecycle.workload import workload_for
 
             load = workload_for(prep)
+        view.attach(LiveStatus(prep.run_dir, prep.timeline,
+                               tallies=ground_tallies(load) if load is not None else None))
         held = hold(prep, progress=progress, report=console.print, workload=load, keep=keep)
     return prep, held
 
@@ -95,8 +107,45 @@ def _print_summary(summary: dict[str, Any]) -> None:
         console.print(line, highlight=False)
         for err in routes.get("errors", []):
             console.print(f"[red]route change failed:[/red] {err}")
+    for fault in summary.get("faults") or []:
+        if "lost" in fault:
+            console.print(fault_line(fault), highlight=False)
     if summary.get("teardown"):
         console.print(f"teardown: {summary['teardown']}", highlight=False)
+
+
+def fault_line(fault: dict[str, Any]) -> str:
+    """One line per fault for the end of `testbed run`: what it hit and what was lost."""
+    what = fault.get("link") or fault.get("node") or ""
+    head = f"fault {fault['id']} {fault['fault']} {what}".rstrip() + \
+        f" at {fault.get('at_scenario_s', 0):.1f} s"
+    lost = fault.get("lost")
+    if not isinstance(lost, dict):
+        return f"{head}: not over"
+    if "error" in lost:
+        return f"{head}: {lost['error']}"
+    parts = []
+    if fault.get("resync_s") is not None:
+        parts.append(f"controller resync {fault['resync_s']:.2f} s")
+    if lost.get("unreachable_s") is not None:
+        parts.append(f"unreachable {lost['unreachable_s']:.1f} s ({lost.get('ended', '')})")
+    sh = lost.get("shaper") or {}
+    if sh:
+        parts.append(f"shaper dropped {sh['dropped_total']} frames (queue {sh['dropped_queue']},"
+                     f" loss {sh['dropped_loss']}, tx {sh['dropped_tx']}), "
+                     f"{sh['queued_at_end']} still queued")
+    w = lost.get("workload") or {}
+    if "error" in w:
+        parts.append(f"workload: {w['error']}")
+    elif w:
+        line = (f"{w['transfers_interrupted']} transfers interrupted "
+                f"({w['bytes_discarded'] / 1e3:.0f} kB discarded), {w['files_resent']} files "
+                f"resent ({w['bytes_resent'] / 1e3:.0f} kB)")
+        if w.get("files_not_delivered_by_end") is not None:
+            line += (f", {w['files_not_delivered_by_end']} files "
+                     f"({w['bytes_not_delivered_by_end'] / 1e3:.0f} kB) not delivered by the end")
+        parts.append(line)
+    return f"{head}: " + "; ".join(parts)
 
 
 def up(
@@ -186,12 +235,28 @@ def status(
         return
     links = live["links"]
     ground = [k for k, v in links.items() if v["kind"] == "ground" and v["up"]]
-    console.print(f"scenario time {live['scenario_t_s']:.1f} s, generation "
+    view = _live_table(run_dir, plan, live)
+    if view is not None:
+        console.print(view)
+    else:
+        console.print(f"scenario time {live['scenario_t_s']:.1f} s, generation "
                   f"{live['generation']}, links up {sum(v['up'] for v in links.values())}/"
-                  f"{len(links)}, ground contacts: {', '.join(ground) or 'none'}",
-                  highlight=False)
+                      f"{len(links)}, ground contacts: {', '.join(ground) or 'none'}",
+                      highlight=False)
     routes = live.get("routes", {}).get("routes", [])
     console.print(f"routes installed: {len(routes)}", highlight=False)
+
+
+def _live_table(run_dir: RunDir, plan: dict[str, Any], live: dict[str, Any]) -> Any:
+    """The table `testbed run` shows, from status.json, with each satellite's route to the
+    (first) ground station from the live reply; None when status.json is not there yet."""
+    try:
+        status = json.loads(run_dir.status.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    status["scenario_t_s"] = live.get("scenario_t_s", status.get("scenario_t_s", 0.0))
+    gs_ip = next((n["data_ip"] for n in plan["nodes"] if n["role"] == "ground"), None)
+    return render_status(status, routes=routes_to_ground(live, gs_ip) if gs_ip else None)
 
 
 def _fault(target: Path, payload: dict[str, Any]) -> None:
@@ -202,9 +267,14 @@ def _fault(target: Path, payload: dict[str, Any]) -> None:
 
 @fault_app.command("kill-node")
 def kill_node(target: Path = typer.Argument(..., help="Run directory or scenario file."),
-              name: str = typer.Argument(..., help="Node to fail.")) -> None:
-    """Fail NODE: the controller routes around it from now on."""
-    _fault(target, {"op": "kill-node", "name": name})
+              name: str = typer.Argument(..., help="Node to fail."),
+              restart_after_s: float = typer.Option(
+                  None, "--restart-after", help="Bring the node back after this many s "
+                  "(default: the scenario's nodes.<role>.restart_after_s).")) -> None:
+    """Fail NODE: SIGKILL its agent and everything in its namespace and cgroup, take its links
+    down and route around it; with --restart-after, restore its links, restart its agent and
+    resume its workload. The run's summary reports what was lost."""
+    _fault(target, {"op": "kill-node", "name": name, "restart_after_s": restart_after_s})
 
 
 @fault_app.command("cut-link")

@@ -78,7 +78,10 @@ class LinkBook:
     def _direction_states(self, r: LinkRecord) -> dict[str, LinkState]:
         ab, ba = direction_keys(r.link)
         if not r.up:
-            down = LinkState(rate_bps=DOWN_RATE_BPS, delay_us=0, name=r.link.name)
+            # loss 1: frames reaching a down link are dropped and counted (dropped_loss), not
+            # held at rate 0 and sent stale when the link comes back
+            down = LinkState(rate_bps=DOWN_RATE_BPS, delay_us=0, loss_ratio=1.0,
+                             name=r.link.name)
             return {ab: down, ba: down}
         if r.kind == "isl":
             rate = int(r.rate_bps or 0)

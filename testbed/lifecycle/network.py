@@ -39,6 +39,9 @@ from testbed.timeline.model import LinkEvent, Timeline
 
 Progress = Callable[[str, int, int], None]
 
+MAKE_BEFORE_BREAK_GRACE_S = 0.02
+"""From new routes in effect to the departing links going down (see `_take_down`)."""
+
 
 def run_prefix(scenario_name: str) -> str:
     """Short resource prefix (IFNAMSIZ leaves ~8 characters): 't' + 5 hex of the name."""
@@ -261,8 +264,13 @@ class Network:
         return {"directions": len(now), "snapshot": int(topology), "deferred": len(departing)}
 
     def _take_down(self, link_names: Sequence[str]) -> None:
-        """Apply the down state of links still down (a later event may have raised them)."""
+        """Apply the down state of links still down (a later event may have raised them).
+
+        Runs once the new routes are in effect, after a short grace: frames already inside
+        the userspace datapath on their way to the old link (each bridge crossing costs up to
+        a few ms here) still reach it while it is up."""
         assert self.book is not None and self.shaper is not None
+        time.sleep(MAKE_BEFORE_BREAK_GRACE_S)
         with self.lock:
             states: dict[str, LinkState] = {}
             for name in link_names:
@@ -287,6 +295,7 @@ class Network:
         assert self.plan is not None
         self.plan.node(name)  # raises for unknown names, listing some valid ones
         self.down_nodes.add(name)
+        self.set_links(self.node_links(name), up=False)
         self._push(label=f"fault: kill {name}", wait=True)
 
     def restart_controller(self) -> float:
@@ -342,3 +351,34 @@ class Network:
                 errors.append(f"{name}: {exc}")
         if errors:
             raise TestbedError("stopping run processes: " + "; ".join(errors))
+
+    # --- fault support (testbed.lifecycle.faults) -----------------------------------------------
+
+    def node_links(self, name: str) -> list[str]:
+        """Names of the links that end at node `name` (up or down)."""
+        assert self.plan is not None
+        return [link.name for link in self.plan.links if name in (link.a.node, link.b.node)]
+
+    def set_links(self, link_names: Sequence[str], up: bool) -> None:
+        """Force links up (with their current values) or down in the book and the shaper, in
+        one batch; routes are not changed (`reroute`, `kill_node`, `revive_node` do that)."""
+        assert self.book is not None and self.shaper is not None
+        with self.lock:
+            states: dict[str, LinkState] = {}
+            for name in link_names:
+                states.update(self.book.set_up(name, up))
+            if not states:
+                return
+            self._sync_following({k: s for k, s in states.items() if s.rate_bps == 0})
+            self.shaper.apply_many(states)
+            self._sync_following({k: s for k, s in states.items() if s.rate_bps > 0})
+
+    def reroute(self, label: str) -> None:
+        """Routes for the current link states, in effect when this returns."""
+        self._push(label=label, wait=True)
+
+    def revive_node(self, name: str) -> None:
+        """Undo `kill_node`'s routing: the node carries traffic again over its links that are
+        up (raise them first with `set_links`)."""
+        self.down_nodes.discard(name)
+        self._push(label=f"fault: revive {name}", wait=True)

@@ -23,6 +23,8 @@ from testbed.errors import InputError, TestbedError
 from testbed.ledger import Ledger, TeardownReport, teardown
 from testbed.lifecycle.clock import AppliedInstant, RunClock
 from testbed.lifecycle.control import ControlServer
+from testbed.lifecycle.faults import FAULT_OPS, FaultInjector
+from testbed.lifecycle.live_view import base_status, merge_view
 from testbed.lifecycle.network import Network
 from testbed.lifecycle.run_dir import RunDir
 from testbed.manifest import build_manifest, write_manifest
@@ -161,6 +163,7 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
     scenario, run_dir = prep.scenario, prep.run_dir
     held = Held(instants=[])
     control: ControlServer | None = None
+    faults: FaultInjector | None = None
     with _sigterm_as_interrupt(), Ledger(run_dir.ledger) as ledger:
         net = Network(scenario, prep.timeline, run_dir, Runner(), ledger, progress=progress)
         clock: RunClock | None = None
@@ -168,14 +171,15 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
             net.up()
             start_ns = time.monotonic_ns() + 200_000_000
             net.start_clock(start_ns)
+            faults = FaultInjector(net, held.faults, workload=workload)
 
             def handle(req: dict[str, Any]) -> dict[str, Any]:
-                return _control(net, clock, req, held)
+                return _control(net, clock, req, faults)
 
             control = ControlServer(run_dir.path / "control.sock", handle)
             if workload is not None:
                 workload.start(net)
-            clock = RunClock(prep.timeline.events, net.apply_events, MonotonicClock(),
+            clock = RunClock(prep.timeline.events, faults.apply_events, MonotonicClock(),
                              speed=scenario.speed, record_path=run_dir.events_applied,
                              rt_priority=CLOCK_RT_PRIORITY)
             last_status = [0.0]
@@ -186,7 +190,7 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
                              int(scenario.duration_s))
                 if time.monotonic() - last_status[0] > 1.0:
                     last_status[0] = time.monotonic()
-                    run_dir.write_json(run_dir.status, _live_status(net, rec))
+                    run_dir.write_json(run_dir.status, _live_status(net, rec, held.faults))
 
             held.instants = clock.run(start_ns, int(scenario.duration_s * 1e9), on_instant)
             held.played_ns = clock.scenario_now_ns
@@ -200,8 +204,12 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
             report("interrupted: tearing down")
         finally:
             try:
+                if faults is not None:
+                    faults.close()  # pending restores cancelled; open faults end here
                 if workload is not None:
                     held.workload = workload.stop()
+                if faults is not None:
+                    faults.finish()  # the workload's losses per fault
                 held.counters = net.counters() if net.shaper is not None else {}
             except (TestbedError, OSError) as exc:
                 report(f"collecting results failed: {exc}")
@@ -218,17 +226,24 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
     return held
 
 
-def _live_status(net: Network, rec: AppliedInstant) -> dict[str, Any]:
+def _live_status(net: Network, rec: AppliedInstant,
+                 faults: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """status.json as the clock writes it (about once a second, on its own thread: only cheap
+    reads of the link book); the keys the live view adds meanwhile are kept (`live_view`)."""
     assert net.book is not None
     ground = [r.link.name for r in net.book.records.values() if r.kind == "ground" and r.up]
-    return {"scenario_t_s": rec.scenario_t_ns / 1e9, "generation": net.generation,
-            "links_up": sum(r.up for r in net.book.records.values()),
-            "links_total": len(net.book.records), "ground_links_up": ground,
-            "down_nodes": sorted(net.down_nodes), "updated_utc": time.time()}
+    status = {"scenario_t_s": rec.scenario_t_ns / 1e9, "generation": net.generation,
+              "links_up": sum(r.up for r in net.book.records.values()),
+              "links_total": len(net.book.records), "ground_links_up": ground,
+              "down_nodes": sorted(net.down_nodes), "updated_utc": time.time(),
+              "duration_s": net.scenario.duration_s, **base_status(net.book.records)}
+    if faults is not None:
+        status["faults"] = [dict(f) for f in faults]
+    return merge_view(net.run_dir.status, status)
 
 
 def _control(net: Network, clock: RunClock | None, req: dict[str, Any],
-             held: Held) -> dict[str, Any]:
+             faults: FaultInjector | None) -> dict[str, Any]:
     op = req.get("op")
     if op == "status":
         assert net.book is not None
@@ -239,41 +254,10 @@ def _control(net: Network, clock: RunClock | None, req: dict[str, Any],
                                  "rate_bps": r.rate_bps}
                           for name, r in net.book.records.items()},
                 "down_nodes": sorted(net.down_nodes), "routes": routes}
-    if op == "cut-link":
-        name = _link_name(net, req["a"], req["b"])
-        net.cut_link(name, up=False)
-        fault = {"fault": "cut-link", "link": name, "at_utc": time.time()}
-        held.faults.append(fault)
-        for_s = req.get("for_s")
-        if for_s:
-            def restore() -> None:
-                time.sleep(float(for_s))
-                net.cut_link(name, up=True)
-                held.faults.append({"fault": "restore-link", "link": name,
-                                    "at_utc": time.time()})
-
-            threading.Thread(target=restore, daemon=True).start()
-        return fault
-    if op == "kill-node":
-        net.kill_node(req["name"])
-        fault = {"fault": "kill-node", "node": req["name"], "at_utc": time.time()}
-        held.faults.append(fault)
-        return fault
-    if op == "restart-controller":
-        resync_s = net.restart_controller()
-        fault = {"fault": "restart-controller", "resync_s": resync_s, "at_utc": time.time()}
-        held.faults.append(fault)
-        return fault
+    if op in FAULT_OPS and faults is not None:
+        return faults.handle(req)
     raise TestbedError(f"unknown control op {op!r}; choose: status, cut-link, kill-node, "
                        "restart-controller")
-
-
-def _link_name(net: Network, a: str, b: str) -> str:
-    assert net.book is not None
-    for name in (f"{a}--{b}", f"{b}--{a}"):
-        if name in net.book.records:
-            return name
-    raise TestbedError(f"no link between {a!r} and {b!r} in this run")
 
 
 def contact_seconds(tl: Timeline, end_ns: int) -> dict[str, float]:

@@ -191,6 +191,9 @@ class ProfileSpec(Strict):
 
 class NodeRoleSpec(Strict):
     profile: str
+    restart_after_s: float | None = Field(
+        None, gt=0, description="after `testbed fault kill-node`, bring the node back (links, "
+        "agent, workload) after this many wall seconds; none: it stays down")
 
     @field_validator("profile")
     @classmethod

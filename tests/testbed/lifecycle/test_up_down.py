@@ -40,7 +40,8 @@ def wait_for(path: Path, timeout_s: float) -> None:
 
 
 def _route(live: dict, node: str, dst_ip: str) -> dict:
-    return next(r for r in live["routes"]["routes"] if r["node"] == node and r["ipv4_dst"] == dst_ip)
+    return next(r for r in live["routes"]["routes"]
+                if r["node"] == node and r["ipv4_dst"] == dst_ip)
 
 
 def _probe_running_network(prep, checks: dict[str, object]) -> None:
