@@ -30,7 +30,7 @@ from testbed.ledger import Ledger, process_entry_details
 from testbed.lifecycle.links import LinkBook, direction_keys, trace_program
 from testbed.lifecycle.routes import ControllerRoutes, RouteProgrammer, RoutePusher
 from testbed.lifecycle.run_dir import RunDir
-from testbed.lifecycle.snapshot import build_snapshot, capture_topology, snapshot_from_state
+from testbed.lifecycle.snapshot import capture_topology, snapshot_from_state
 from testbed.lifecycle.static_routing import StaticRouting
 from testbed.profiles import budget_for, calibrate, get_profile, profile_from_mapping
 from testbed.scenario.model import Scenario
@@ -195,16 +195,8 @@ class Network:
 
         `wait`: return only once the routes are in effect (fault commands: their caller
         expects the network to have routed around the fault when the command returns)."""
-        assert self.plan is not None and self.book is not None and self.routing is not None
-        with self.lock:
-            self.generation += 1
-            generation = self.generation
-            state = capture_topology(self.book, frozenset(self.down_nodes))
-        plan = self.plan
-
-        def make() -> Snapshot:
-            return snapshot_from_state(plan, state, generation, label=label)
-
+        assert self.routing is not None
+        generation, make = self._next_snapshot(label)
         if self.pusher is None:
             self.routing.apply(make())
             if deferred is not None:
@@ -214,6 +206,17 @@ class Network:
                            scheduled_ns=scheduled_ns, deferred=deferred)
         if wait and not self.pusher.drain(timeout_s=60.0):
             raise TestbedError(f"routes for {label!r} not in effect within 60 s")
+
+    def _next_snapshot(self, label: str) -> tuple[int, Callable[[], Snapshot]]:
+        """A new generation of the current topology: captured now (microseconds), built by
+        whoever calls the returned function (milliseconds, off the clock's thread)."""
+        assert self.plan is not None and self.book is not None
+        with self.lock:
+            self.generation += 1
+            generation = self.generation
+            state = capture_topology(self.book, frozenset(self.down_nodes))
+        plan = self.plan
+        return generation, lambda: snapshot_from_state(plan, state, generation, label=label)
 
     def start_clock(self, start_ns: int) -> None:
         """Scenario time zero is `start_ns` on the monotonic clock (aligns trace replay)."""
@@ -231,6 +234,18 @@ class Network:
             elif state.rate_bps == 0 and key in self.following:
                 self.shaper.unfollow(key)
                 self.following.discard(key)
+
+    def _apply_states(self, states: dict[str, LinkState],
+                      scheduled_ns: int | None = None) -> None:
+        """Direction states to the shaper in one call: a ground direction going down stops
+        following its trace first, one coming up starts after."""
+        assert self.shaper is not None
+        if not states:
+            return
+        with self.lock:
+            self._sync_following({k: s for k, s in states.items() if s.rate_bps == 0})
+            self.shaper.apply_many(states, scheduled_ns=scheduled_ns)
+            self._sync_following({k: s for k, s in states.items() if s.rate_bps > 0})
 
     def apply_events(self, events: Sequence[LinkEvent], scheduled_ns: int | None = None
                      ) -> dict[str, int]:
@@ -255,9 +270,7 @@ class Network:
                 else:
                     now.update(states)
             departing = [name for name in departing if not self.book.records[name].up]
-            if now:
-                self.shaper.apply_many(now, scheduled_ns=scheduled_ns)
-            self._sync_following({k: s for k, s in now.items() if s.rate_bps > 0})
+            self._apply_states(now, scheduled_ns)
         if topology:
             self._push(label=f"t={events[0].t_ns / 1e9:.3f}s", scheduled_ns=scheduled_ns,
                        deferred=(lambda: self._take_down(departing)) if departing else None)
@@ -276,19 +289,12 @@ class Network:
             for name in link_names:
                 if not self.book.records[name].up:
                     states.update(self.book.states(name))
-            self._sync_following(states)
-            if states:
-                self.shaper.apply_many(states)
+            self._apply_states(states)
 
     # --- faults ---------------------------------------------------------------------------
 
     def cut_link(self, link_name: str, up: bool) -> None:
-        assert self.book is not None and self.shaper is not None
-        with self.lock:
-            states = self.book.set_up(link_name, up)
-            self._sync_following({k: s for k, s in states.items() if s.rate_bps == 0})
-            self.shaper.apply_many(states)
-            self._sync_following({k: s for k, s in states.items() if s.rate_bps > 0})
+        self.set_links([link_name], up)
         self._push(label=f"fault: {'restore' if up else 'cut'} {link_name}", wait=True)
 
     def kill_node(self, name: str) -> None:
@@ -306,7 +312,6 @@ class Network:
             raise TestbedError("this run routes with backend.routing: static; it has no "
                                "controller to restart")
         assert self.pusher is not None
-        assert self.plan is not None and self.book is not None
         with self.pusher.lock:
             t0 = time.monotonic()
             self.controller.kill()
@@ -314,13 +319,9 @@ class Network:
             assert self.controller.pid is not None
             self.ledger.record("process", "controller",
                                **process_entry_details(self.controller.pid))
-            with self.lock:
-                self.generation += 1
-                snap = build_snapshot(self.plan, self.book, self.generation,
-                                      down_nodes=frozenset(self.down_nodes),
-                                      label="after controller restart")
-            push_snapshot(self.controller.endpoint, snap)
-            wait_applied(self.controller.endpoint, snap.generation, timeout_s=60.0)
+            generation, make = self._next_snapshot("after controller restart")
+            push_snapshot(self.controller.endpoint, make())
+            wait_applied(self.controller.endpoint, generation, timeout_s=60.0)
             return time.monotonic() - t0
 
     def route_table(self) -> dict[str, object]:
@@ -362,16 +363,12 @@ class Network:
     def set_links(self, link_names: Sequence[str], up: bool) -> None:
         """Force links up (with their current values) or down in the book and the shaper, in
         one batch; routes are not changed (`reroute`, `kill_node`, `revive_node` do that)."""
-        assert self.book is not None and self.shaper is not None
+        assert self.book is not None
         with self.lock:
             states: dict[str, LinkState] = {}
             for name in link_names:
                 states.update(self.book.set_up(name, up))
-            if not states:
-                return
-            self._sync_following({k: s for k, s in states.items() if s.rate_bps == 0})
-            self.shaper.apply_many(states)
-            self._sync_following({k: s for k, s in states.items() if s.rate_bps > 0})
+            self._apply_states(states)
 
     def reroute(self, label: str) -> None:
         """Routes for the current link states, in effect when this returns."""

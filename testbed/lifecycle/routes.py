@@ -192,19 +192,22 @@ class RoutePusher:
 
     def summary(self) -> dict[str, object]:
         """Counts and install times (ms from the scheduled instant) for the run summary."""
-        install = sorted(c.install_ms for c in self.changes if c.install_ms is not None)
-        deferred = sorted((c.deferred_done_ns - (c.scheduled_ns or c.submitted_ns)) / 1e6
-                          for c in self.changes if c.deferred_done_ns is not None)
+        install = [c.install_ms for c in self.changes if c.install_ms is not None]
+        deferred = [(c.deferred_done_ns - (c.scheduled_ns or c.submitted_ns)) / 1e6
+                    for c in self.changes if c.deferred_done_ns is not None]
         return {"submitted": len(self.changes),
                 "superseded": sum(c.superseded_by is not None for c in self.changes),
-                "install_ms": _percentiles(install),
+                "install_ms": percentiles(install),
                 "make_before_break_downs": len(deferred),
-                "down_after_ms": _percentiles(deferred),
+                "down_after_ms": percentiles(deferred),
                 "errors": list(self.errors)}
 
 
-def _percentiles(values: list[float]) -> dict[str, float] | None:
+def percentiles(values: list[float]) -> dict[str, float] | None:
+    """p50 / p99 / max of `values` (sorted or not); None when there are none."""
     if not values:
         return None
-    return {"p50": statistics.median(values),
-            "p99": values[min(len(values) - 1, int(0.99 * len(values)))], "max": values[-1]}
+    ordered = sorted(values)
+    return {"p50": statistics.median(ordered),
+            "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+            "max": ordered[-1]}

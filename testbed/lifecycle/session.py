@@ -8,7 +8,6 @@ removes what the ledger lists.
 from __future__ import annotations
 
 import signal
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from testbed.lifecycle.control import ControlServer
 from testbed.lifecycle.faults import FAULT_OPS, FaultInjector
 from testbed.lifecycle.live_view import base_status, merge_view
 from testbed.lifecycle.network import Network
+from testbed.lifecycle.routes import percentiles
 from testbed.lifecycle.run_dir import RunDir
 from testbed.manifest import build_manifest, write_manifest
 from testbed.scenario import Scenario, load_scenario
@@ -146,12 +146,9 @@ class Held:
 
 
 def _lateness_ms(instants: list[AppliedInstant]) -> dict[str, float]:
-    if not instants:
-        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
-    late = sorted(i.lateness_ns / 1e6 for i in instants)
-    return {"p50": statistics.median(late), "p99": late[min(len(late) - 1,
-                                                            int(0.99 * len(late)))],
-            "max": late[-1]}
+    nan = float("nan")
+    return percentiles([i.lateness_ns / 1e6 for i in instants]) or \
+        {"p50": nan, "p99": nan, "max": nan}
 
 
 def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = print,

@@ -45,10 +45,3 @@ def snapshot_from_state(plan: AddressPlan, state: TopologyState, generation: int
         label=label,
     )
 
-
-def build_snapshot(plan: AddressPlan, book: LinkBook, generation: int, *,
-                   down_nodes: frozenset[str] = frozenset(), label: str | None = None
-                   ) -> Snapshot:
-    """The snapshot of the book's current state."""
-    return snapshot_from_state(plan, capture_topology(book, down_nodes), generation,
-                               label=label)
