@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openvswitch-switch prometheus iperf3 ethtool iputils-ping iproute2 procps kmod)
+APT_PACKAGES=(openvswitch-switch prometheus iperf3 ethtool iputils-ping iproute2 procps kmod
+  qemu-system-x86 libvirt-daemon-system libvirt-dev pkg-config debootstrap openssh-server
+  openssh-client)
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
@@ -31,6 +33,6 @@ fi
 echo "setup: creating the virtualenv in .venv"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q -e '.[dev,ml,lab]'
 touch "$STAMP"
 echo "setup: done"
