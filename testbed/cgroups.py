@@ -18,12 +18,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from testbed.errors import InputError, SystemRequirementError, TestbedError
-
-if TYPE_CHECKING:
-    from testbed.ledger import Ledger
+from testbed.ledger import Entry, Ledger, Outcome, Undoer, one_by_one, undoes
 
 CFS_PERIOD_US = 100_000
 MIN_QUOTA_US = 1_000
@@ -365,3 +363,10 @@ def _join(root: Path, rel: str) -> Path:
 def _check_name(name: str, what: str) -> None:
     if not name or not set(name) <= _NAME_CHARS or name in (".", ".."):
         raise InputError(f"{what}={name!r}, expected letters, digits, '-', '_' or '.'")
+
+
+# --- ledger undo (kind `cgroup`) -----------------------------------------------------------------
+
+@undoes("cgroup")
+def _undo_cgroups(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
+    return one_by_one(batch, lambda e: remove_cgroup_dirs(Path(d) for d in e.details["dirs"]))

@@ -11,14 +11,15 @@ Consecutive entries of one kind are undone in one batch (one `ovs-vsctl` transac
 group delete), which keeps `down` of a thousand nodes fast.
 
 Does not create anything itself: the backends, the fabric and the shapers do, and record here.
+Kinds are open: the module that creates a kind of resource registers its undo function beside
+that code (`@undoes("netns")` in testbed.fabric.netlink) and is listed in `UNDO_PROVIDERS`.
 """
 
 from __future__ import annotations
 
-import errno
+import importlib
 import json
 import os
-import random
 import shutil
 import signal
 import time
@@ -29,15 +30,63 @@ from typing import Any, Literal
 
 from testbed.errors import InputError, TestbedError
 from testbed.sysrun import (
-    CommandError,
     Runner,
     process_alive,
     process_start_ticks,
 )
 
-KINDS = (
-    "netns", "link", "ovs-bridge", "ovs-port", "qdisc", "cgroup", "process", "file", "dir",
-)
+UNDO_PROVIDERS: list[str] = [
+    "testbed.fabric.netlink",   # netns, link, qdisc
+    "testbed.fabric.ovs",       # ovs-bridge, ovs-port
+    "testbed.cgroups",          # cgroup
+    "testbed.backends.libvirt_undo",
+    "testbed.backends.remote_undo",
+]
+"""Modules that register undo functions for their own kinds (`@undoes`), imported before the
+ledger checks a kind or tears down. The ledger itself owns `process`, `file` and `dir`. A module
+that cannot be imported here (a lab client library missing) is remembered with its error, which
+teardown reports on that module's entries."""
+_PROVIDER_ERRORS: dict[str, str] = {}
+_PROVIDERS_LOADED: set[str] = set()
+
+
+def register_undo_provider(module: str) -> None:
+    """Add a module whose import registers undo functions (a plug-in backend's kinds)."""
+    if module not in UNDO_PROVIDERS:
+        UNDO_PROVIDERS.append(module)
+
+
+def load_undo_providers() -> dict[str, str]:
+    """Import every provider once; returns {module: import error} for those that failed."""
+    for module in UNDO_PROVIDERS:
+        if module in _PROVIDERS_LOADED:
+            continue
+        _PROVIDERS_LOADED.add(module)
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # the module exists but needs something missing
+                _PROVIDER_ERRORS[module] = f"{type(exc).__name__}: {exc}"
+        except ImportError as exc:
+            _PROVIDER_ERRORS[module] = f"{type(exc).__name__}: {exc}"
+    return dict(_PROVIDER_ERRORS)
+
+
+def kinds() -> list[str]:
+    """Every ledger kind with a registered undo function."""
+    load_undo_providers()
+    return sorted(UNDO)
+
+
+def _check_kind(kind: str, name: str) -> None:
+    if kind in UNDO:
+        return
+    problems = load_undo_providers()
+    if kind not in UNDO:
+        hint = ("; providers that failed to import: " + "; ".join(
+            f"{m} ({err})" for m, err in problems.items())) if problems else ""
+        raise LedgerError(f"ledger entry {name!r}: unknown kind {kind!r}; choose: "
+                          + ", ".join(sorted(UNDO)) + hint)
 
 Status = Literal["removed", "absent", "failed"]
 
@@ -48,7 +97,7 @@ class LedgerError(TestbedError):
 
 @dataclass(frozen=True)
 class Entry:
-    """One resource: its kind (see KINDS), unique name, and what undo needs to find it."""
+    """One resource: its kind (see `kinds()`), unique name, and what undo needs to find it."""
 
     seq: int
     kind: str
@@ -130,9 +179,7 @@ class Ledger:
         entries: list[Entry] = []
         lines: list[bytes] = []
         for kind, name, details in items:
-            if kind not in KINDS:
-                raise LedgerError(f"ledger entry {name!r}: unknown kind {kind!r}; choose: "
-                                  + ", ".join(KINDS))
+            _check_kind(kind, name)
             seq = self._next_seq or 1
             entry = Entry(seq, kind, name, dict(details))
             self._next_seq = seq + 1
@@ -206,9 +253,7 @@ def teardown(
     t0 = time.monotonic()
     items = entries.entries() if isinstance(entries, Ledger) else list(entries)
     for e in items:
-        if e.kind not in UNDO:
-            raise LedgerError(f"ledger entry {e.name!r}: unknown kind {e.kind!r}; choose: "
-                              + ", ".join(KINDS))
+        _check_kind(e.kind, e.name)
     undoer = undoer or Undoer(runner)
     report = TeardownReport()
     ordered = sorted(items, key=lambda e: e.seq, reverse=True)
@@ -233,7 +278,7 @@ def teardown(
     return report
 
 
-def _one_by_one(batch: Sequence[Entry], fn: Callable[[Entry], bool]) -> list[Outcome]:
+def one_by_one(batch: Sequence[Entry], fn: Callable[[Entry], bool]) -> list[Outcome]:
     """Outcomes of calling `fn(entry) -> removed?` on each entry, failures caught per entry."""
     out = []
     for e in batch:
@@ -312,7 +357,7 @@ def _undo_files(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
         except FileNotFoundError:
             return False
         return True
-    return _one_by_one(batch, rm)
+    return one_by_one(batch, rm)
 
 
 @undoes("dir")
@@ -327,174 +372,4 @@ def _undo_dirs(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
         else:
             path.rmdir()
         return True
-    return _one_by_one(batch, rm)
-
-
-# --- cgroups -----------------------------------------------------------------------------------
-
-@undoes("cgroup")
-def _undo_cgroups(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
-    from testbed.cgroups import remove_cgroup_dirs
-
-    return _one_by_one(batch, lambda e: remove_cgroup_dirs(Path(d) for d in e.details["dirs"]))
-
-
-# --- network namespaces and links --------------------------------------------------------------
-
-@undoes("netns")
-def _undo_netns(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
-    from testbed.fabric.netlink import remove_netns
-
-    return _one_by_one(batch, lambda e: remove_netns(e.name))
-
-
-@undoes("link")
-def _undo_links(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
-    """Delete links per namespace in one kernel batch: tag them with a fresh netdev group, then
-    delete that group (one unregister for all: ~30 ms for 50 veth pairs instead of ~1 s)."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    from testbed.fabric.netlink import (
-        NetlinkBatchError,
-        NetnsError,
-        RequestBatch,
-        ifindex,
-        iproute,
-        netns_exists,
-        raw_rtnl_socket,
-    )
-
-    by_ns: dict[str | None, list[Entry]] = {}
-    for e in batch:
-        by_ns.setdefault(e.details.get("netns"), []).append(e)
-    out: list[Outcome] = []
-    for ns, entries in by_ns.items():
-        if ns is not None and not netns_exists(ns):
-            out += [Outcome(e, "absent") for e in entries]
-            continue
-        try:
-            ipr = iproute(ns)
-            sock = raw_rtnl_socket(ns)
-        except (NetnsError, OSError) as exc:
-            out += [Outcome(e, "failed", f"cannot open netns {ns}: {exc}") for e in entries]
-            continue
-        with ipr, sock:
-            present: list[tuple[Entry, int]] = []
-            for e in entries:
-                idx = ifindex(e.name, ns)
-                if idx is None:
-                    out.append(Outcome(e, "absent"))
-                else:
-                    present.append((e, idx))
-            if not present:
-                continue
-            group = _free_group(ipr)
-            try:
-                with RequestBatch() as tag:
-                    for e, idx in present:
-                        tag.link("set", index=idx, group=group, label=f"link {e.name}")
-                    tag.send(sock)
-                ipr.link("del", index=0, group=group)
-            except (NetlinkError, NetlinkBatchError):
-                pass  # fall through to the per-link path, which names each failure
-            for e, _ in present:
-                if ifindex(e.name, ns) is None:
-                    out.append(Outcome(e, "removed"))
-                    continue
-                try:
-                    ipr.link("del", ifname=e.name)
-                    out.append(Outcome(e, "removed"))
-                except NetlinkError as exc:
-                    if exc.code == errno.ENODEV:
-                        out.append(Outcome(e, "removed"))  # went with its veth peer
-                    else:
-                        out.append(Outcome(e, "failed", f"netlink: {exc}"))
-    return out
-
-
-def _free_group(ipr: Any) -> int:
-    """A netdev group number no link in this namespace uses (never 0, the default)."""
-    used = {link.get_attr("IFLA_GROUP") for link in ipr.get_links()}
-    while True:
-        g = random.randint(1 << 20, (1 << 31) - 1)
-        if g not in used:
-            return g
-
-
-@undoes("qdisc")
-def _undo_qdiscs(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
-    """Delete a root/ingress/clsact qdisc; a missing interface or qdisc counts as absent."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    from testbed.fabric.netlink import iproute, netns_exists
-
-    def rm(e: Entry) -> bool:
-        ns = e.details.get("netns")
-        if ns is not None and not netns_exists(ns):
-            return False
-        parent = e.details.get("parent", "root")
-        with iproute(ns) as ipr:
-            idx = ipr.link_lookup(ifname=e.details["ifname"])
-            if not idx:
-                return False
-            try:
-                if parent == "root":
-                    ipr.tc("del", index=idx[0], root=True)
-                elif parent in ("ingress", "clsact"):
-                    ipr.tc("del", kind=parent, index=idx[0], handle=0xFFFF0000)
-                else:
-                    raise LedgerError(f"qdisc {e.name}: parent={parent!r}, "
-                                      "expected root, ingress or clsact")
-            except NetlinkError as exc:
-                if exc.code in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
-                    return False
-                raise
-        return True
-    return _one_by_one(batch, rm)
-
-
-# --- Open vSwitch ------------------------------------------------------------------------------
-
-def _ovs_names(u: Undoer, table: str) -> set[str] | str:
-    """Names in an OVS table, or the error text when OVS cannot be asked."""
-    try:
-        done = u.runner.run(["ovs-vsctl", "--timeout=20", "--bare", "--columns=name", "list",
-                             table], timeout_s=30)
-    except (CommandError, TestbedError) as exc:
-        return f"cannot list OVS {table}s (is ovs-vswitchd running?): {exc}"
-    return {line.strip() for line in done.stdout.splitlines() if line.strip()}
-
-
-def _ovs_batch(u: Undoer, batch: Sequence[Entry], table: str,
-               command: Callable[[Entry], list[str]]) -> list[Outcome]:
-    existing = _ovs_names(u, table)
-    if isinstance(existing, str):
-        return [Outcome(e, "failed", existing) for e in batch]
-    out = [Outcome(e, "absent") for e in batch if e.name not in existing]
-    todo = [e for e in batch if e.name in existing]
-    for start in range(0, len(todo), 500):
-        chunk = todo[start:start + 500]
-        argv = ["ovs-vsctl", "--timeout=120"]
-        for e in chunk:
-            argv += ["--", "--if-exists", *command(e)]
-        try:
-            u.runner.run(argv, timeout_s=180)
-            out += [Outcome(e, "removed") for e in chunk]
-        except (CommandError, TestbedError):
-            for e in chunk:  # find which ones fail, one by one
-                try:
-                    u.runner.run(["ovs-vsctl", "--timeout=20", "--if-exists", *command(e)])
-                    out.append(Outcome(e, "removed"))
-                except (CommandError, TestbedError) as exc:
-                    out.append(Outcome(e, "failed", str(exc)))
-    return out
-
-
-@undoes("ovs-bridge")
-def _undo_ovs_bridges(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
-    return _ovs_batch(u, batch, "Bridge", lambda e: ["del-br", e.name])
-
-
-@undoes("ovs-port")
-def _undo_ovs_ports(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
-    return _ovs_batch(u, batch, "Port", lambda e: ["del-port", str(e.details["bridge"]), e.name])
+    return one_by_one(batch, rm)

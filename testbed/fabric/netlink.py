@@ -12,19 +12,23 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import random
 import socket
 import struct
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pyroute2 import IPBatch, IPRoute
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_REPLACE, NLM_F_REQUEST
+from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTM_GETLINK, RTM_NEWNEIGH
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
 from testbed.errors import TestbedError
+from testbed.ledger import Entry, Outcome, Undoer, one_by_one, undoes
 
 NETNS_RUN_DIR = Path("/var/run/netns")
 CLONE_NEWNET = 0x40000000
@@ -369,3 +373,99 @@ def send_batch(
         shown = "; ".join(f"{what}: {e}" for what, e in named[:10])
         raise NetlinkBatchError(f"{len(failures)} of {len(starts)} netlink requests failed: "
                                 f"{shown}", failures=named)
+
+
+# --- ledger undo (kinds `netns`, `link`, `qdisc`) ------------------------------------------------
+
+@undoes("netns")
+def _undo_netns(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
+    return one_by_one(batch, lambda e: remove_netns(e.name))
+
+
+@undoes("link")
+def _undo_links(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
+    """Delete links per namespace in one kernel batch: tag them with a fresh netdev group, then
+    delete that group (one unregister for all: ~30 ms for 50 veth pairs instead of ~1 s)."""
+    by_ns: dict[str | None, list[Entry]] = {}
+    for e in batch:
+        by_ns.setdefault(e.details.get("netns"), []).append(e)
+    out: list[Outcome] = []
+    for ns, entries in by_ns.items():
+        if ns is not None and not netns_exists(ns):
+            out += [Outcome(e, "absent") for e in entries]
+            continue
+        try:
+            ipr = iproute(ns)
+            sock = raw_rtnl_socket(ns)
+        except (NetnsError, OSError) as exc:
+            out += [Outcome(e, "failed", f"cannot open netns {ns}: {exc}") for e in entries]
+            continue
+        with ipr, sock:
+            present: list[tuple[Entry, int]] = []
+            for e in entries:
+                idx = ifindex(e.name, ns)
+                if idx is None:
+                    out.append(Outcome(e, "absent"))
+                else:
+                    present.append((e, idx))
+            if not present:
+                continue
+            group = _free_group(ipr)
+            try:
+                with RequestBatch() as tag:
+                    for e, idx in present:
+                        tag.link("set", index=idx, group=group, label=f"link {e.name}")
+                    tag.send(sock)
+                ipr.link("del", index=0, group=group)
+            except (NetlinkError, NetlinkBatchError):
+                pass  # fall through to the per-link path, which names each failure
+            for e, _ in present:
+                if ifindex(e.name, ns) is None:
+                    out.append(Outcome(e, "removed"))
+                    continue
+                try:
+                    ipr.link("del", ifname=e.name)
+                    out.append(Outcome(e, "removed"))
+                except NetlinkError as exc:
+                    if exc.code == errno.ENODEV:
+                        out.append(Outcome(e, "removed"))  # went with its veth peer
+                    else:
+                        out.append(Outcome(e, "failed", f"netlink: {exc}"))
+    return out
+
+
+def _free_group(ipr: Any) -> int:
+    """A netdev group number no link in this namespace uses (never 0, the default)."""
+    used = {link.get_attr("IFLA_GROUP") for link in ipr.get_links()}
+    while True:
+        g = random.randint(1 << 20, (1 << 31) - 1)
+        if g not in used:
+            return g
+
+
+@undoes("qdisc")
+def _undo_qdiscs(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
+    """Delete a root/ingress/clsact qdisc; a missing interface or qdisc counts as absent."""
+    def rm(e: Entry) -> bool:
+        ns = e.details.get("netns")
+        if ns is not None and not netns_exists(ns):
+            return False
+        parent = e.details.get("parent", "root")
+        with iproute(ns) as ipr:
+            idx = ipr.link_lookup(ifname=e.details["ifname"])
+            if not idx:
+                return False
+            try:
+                if parent == "root":
+                    ipr.tc("del", index=idx[0], root=True)
+                elif parent in ("ingress", "clsact"):
+                    ipr.tc("del", kind=parent, index=idx[0], handle=0xFFFF0000)
+                else:
+                    raise NetnsError(f"qdisc {e.name}: parent={parent!r}, "
+                                      "expected root, ingress or clsact")
+            except NetlinkError as exc:
+                if exc.code in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
+                    return False
+                raise
+        return True
+    return one_by_one(batch, rm)

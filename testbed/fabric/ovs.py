@@ -13,7 +13,7 @@ ledger first. Does not move interfaces into namespaces (backends do) nor program
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +21,7 @@ from typing import Any, Literal
 from testbed.errors import InputError, SystemRequirementError, TestbedError
 from testbed.fabric.addressing import LinkAddress, NodeAddress
 from testbed.fabric.netlink import NetlinkBatchError, RequestBatch, ifindex, raw_rtnl_socket
-from testbed.ledger import Ledger
+from testbed.ledger import Entry, Ledger, Outcome, Undoer, undoes
 from testbed.sysrun import CommandError, Runner
 
 OVS_CTL_PATHS = (
@@ -260,3 +260,50 @@ def _daemon_answers(runner: Runner) -> bool:
     except CommandError:
         return False
     return True
+
+
+# --- ledger undo (kinds `ovs-bridge`, `ovs-port`) ------------------------------------------------
+
+def _ovs_names(u: Undoer, table: str) -> set[str] | str:
+    """Names in an OVS table, or the error text when OVS cannot be asked."""
+    try:
+        done = u.runner.run(["ovs-vsctl", "--timeout=20", "--bare", "--columns=name", "list",
+                             table], timeout_s=30)
+    except (CommandError, TestbedError) as exc:
+        return f"cannot list OVS {table}s (is ovs-vswitchd running?): {exc}"
+    return {line.strip() for line in done.stdout.splitlines() if line.strip()}
+
+
+def _ovs_batch(u: Undoer, batch: Sequence[Entry], table: str,
+               command: Callable[[Entry], list[str]]) -> list[Outcome]:
+    existing = _ovs_names(u, table)
+    if isinstance(existing, str):
+        return [Outcome(e, "failed", existing) for e in batch]
+    out = [Outcome(e, "absent") for e in batch if e.name not in existing]
+    todo = [e for e in batch if e.name in existing]
+    for start in range(0, len(todo), 500):
+        chunk = todo[start:start + 500]
+        argv = ["ovs-vsctl", "--timeout=120"]
+        for e in chunk:
+            argv += ["--", "--if-exists", *command(e)]
+        try:
+            u.runner.run(argv, timeout_s=180)
+            out += [Outcome(e, "removed") for e in chunk]
+        except (CommandError, TestbedError):
+            for e in chunk:  # find which ones fail, one by one
+                try:
+                    u.runner.run(["ovs-vsctl", "--timeout=20", "--if-exists", *command(e)])
+                    out.append(Outcome(e, "removed"))
+                except (CommandError, TestbedError) as exc:
+                    out.append(Outcome(e, "failed", str(exc)))
+    return out
+
+
+@undoes("ovs-bridge")
+def _undo_ovs_bridges(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
+    return _ovs_batch(u, batch, "Bridge", lambda e: ["del-br", e.name])
+
+
+@undoes("ovs-port")
+def _undo_ovs_ports(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
+    return _ovs_batch(u, batch, "Port", lambda e: ["del-port", str(e.details["bridge"]), e.name])
