@@ -82,7 +82,7 @@ class BackendContext:
     `options`: the scenario's `backend` section as a mapping (backend-specific keys);
     `inventory`: the lab inventory (testbed.inventory.Inventory) or None;
     `cache_dir`: where built artefacts (VM images, calibration) are cached across runs;
-    `run_dir`: the run's folder (logs of nodes go to run_dir/logs)."""
+    `run_dir`: the run's folder (logs of nodes go to run_dir/logs); `fabric`: see below."""
 
     runner: Runner
     ledger: Ledger
@@ -91,6 +91,9 @@ class BackendContext:
     cache_dir: Path
     options: Mapping[str, Any] = field(default_factory=dict)
     inventory: Any = None
+    fabric: Any = None
+    """The run's testbed.fabric.ovs.OvsFabric: backends whose `data_port` is "backend" join
+    their port with `fabric.add_data_port(node, ifname)`."""
 
 
 @runtime_checkable

@@ -11,15 +11,23 @@ cgroup. Everything goes into the ledger before it exists. Does not create OVS br
 from __future__ import annotations
 
 import os
+import signal
 import socket
-import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from testbed.cgroups import Budget, CgroupManager, NodeCgroup
-from testbed.errors import TestbedError
+from testbed.backends.base import (
+    BackendContext,
+    DataPortKind,
+    KillReport,
+    NodeBackendError,
+    NodeProcess,
+)
+from testbed.cgroups import Budget, CgroupManager, NodeCgroup, detect_hierarchy
+from testbed.errors import SystemRequirementError
 from testbed.fabric.addressing import AddressPlan, NodeAddress
 from testbed.fabric.netlink import (
     NetlinkBatchError,
@@ -35,17 +43,29 @@ from testbed.fabric.netlink import (
     raw_rtnl_socket,
 )
 from testbed.ledger import Ledger, TeardownReport, process_entry_details, teardown
-from testbed.sysrun import Completed, Runner
+from testbed.sysrun import Completed, Runner, process_state
 
 _NODES_PER_ROOT_BATCH = 200  # namespace fds held open per batch (stays below ulimit -n 1024)
-
-
-class NodeBackendError(TestbedError):
-    """Creating or using a node failed (names the node)."""
+KILL_WAIT_S = 5.0
 
 
 class NetnsBackend:
     """Creates, runs commands in, and removes the nodes of one run (embedded default)."""
+
+    kind: ClassVar[str] = "netns"
+    data_port: ClassVar[DataPortKind] = "internal"
+
+    @classmethod
+    def from_context(cls, ctx: BackendContext, **kwargs: Any) -> NetnsBackend:
+        """The backend of one run; nodes get cgroup budgets where the host has the cpu and
+        memory controllers, and run without budgets (said in the log) where it has not."""
+        cgroups = kwargs.pop("cgroups", "auto")
+        if cgroups == "auto":
+            try:
+                cgroups = CgroupManager(detect_hierarchy(), ctx.plan.prefix, ledger=ctx.ledger)
+            except SystemRequirementError:
+                cgroups = None
+        return cls(ctx.runner, ctx.ledger, ctx.plan, cgroups=cgroups, **kwargs)
 
     def __init__(
         self,
@@ -230,18 +250,73 @@ class NetnsBackend:
         return self.runner.run(self._argv(node, argv), check=check, timeout_s=timeout_s,
                                input=input, preexec_fn=self._preexec(node))
 
-    def spawn(self, node: str, argv: Sequence[str], **popen: Any) -> subprocess.Popen[bytes]:
+    def python(self, node: str) -> str:
+        """A namespace shares the orchestrator's file system: the same interpreter."""
+        self.plan.node(node)
+        return sys.executable
+
+    def node_path(self, node: str, path: Path) -> str:
+        """A namespace sees the orchestrator's files at the same paths."""
+        return str(path)
+
+    def spawn(self, node: str, argv: Sequence[str], *, log_path: Path | None = None,
+              env: Mapping[str, str] | None = None, **popen: Any) -> NodeProcess:
         """Start `argv` in the background inside node's namespace and cgroup (own process
-        group), recorded in the ledger so `down` stops it. Keyword args go to Runner.spawn.
+        group), recorded in the ledger so `down` stops it. `log_path` gets stdout and stderr
+        (appended); other keyword args go to Runner.spawn (e.g. stdout=PIPE).
 
         The pid is only known after the start, so the entry follows it; should the caller die
         in between, removing the node's cgroup still kills what it holds.
         """
-        proc = self.runner.spawn(self._argv(node, argv), preexec_fn=self._preexec(node),
-                                 new_session=True, **popen)
+        if env is not None:
+            popen["env"] = {**os.environ, **env}
+        log = None
+        if log_path is not None:
+            log = open(log_path, "ab")  # noqa: SIM115 -- handed to the child, closed below
+            popen.setdefault("stdout", log)
+            popen.setdefault("stderr", log)
+        try:
+            proc = self.runner.spawn(self._argv(node, argv), preexec_fn=self._preexec(node),
+                                     new_session=True, **popen)
+        finally:
+            if log is not None:
+                log.close()
+        details = process_entry_details(proc.pid)
         self.ledger.record("process", f"{node}:{proc.pid}",
-                           node=node, argv=list(argv), **process_entry_details(proc.pid))
-        return proc
+                           node=node, argv=list(argv), **details)
+        return NodeProcess(node, proc.pid, popen=proc, details=details)
+
+    # --- faults --------------------------------------------------------------------------------
+
+    def node_pids(self, node: str) -> list[int]:
+        """Every process in the node's namespace or cgroup."""
+        group = self.node_cgroup(node)
+        return sorted(set(netns_pids(self.plan.node(node).netns))
+                      | set(group.pids() if group else []))
+
+    def kill(self, node: str) -> KillReport:
+        """SIGKILL everything in the node's namespace and cgroup, then abort the TCP sockets
+        the kernel still holds for it (a crashed board keeps no TCP state either)."""
+        pids = self.node_pids(node)
+        alive = kill_pids(pids)
+        problems = [f"processes {alive} still run {KILL_WAIT_S} s after SIGKILL"] if alive else []
+        done = self.exec(node, ["ss", "-K", "-t", "-a", "-n", "-H"], check=False,
+                         timeout_s=10.0)
+        sockets: int | None = None
+        if done.returncode != 0:
+            problems.append(f"`ss -K` failed ({done.returncode}): {done.stderr.strip()} "
+                            "(needs a kernel with INET_DIAG_DESTROY)")
+        else:
+            sockets = sum(1 for line in done.stdout.splitlines() if line.strip())
+        return KillReport(node, pids_killed=pids, sockets_destroyed=sockets, problems=problems)
+
+    def revive(self, node: str) -> None:
+        """Nothing to restart: the namespace and cgroup outlive their processes."""
+        if not netns_exists(self.plan.node(node).netns):
+            raise NodeBackendError(f"node {node}: namespace {self.plan.node(node).netns} is gone")
+
+    def close(self) -> None:
+        """No client handles to release."""
 
     # --- removal -------------------------------------------------------------------------------
 
@@ -266,3 +341,39 @@ def _write_sysctl(key: str, value: str) -> None:
         return
     with open(path, "w") as fh:
         fh.write(value)
+
+
+def netns_pids(netns: str) -> list[int]:
+    """Processes whose network namespace is the named one (what `ip netns pids` does)."""
+    try:
+        target = os.stat(netns_path(netns))
+    except FileNotFoundError:
+        return []
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+        if (st.st_ino, st.st_dev) == (target.st_ino, target.st_dev):
+            out.append(int(entry))
+    return sorted(out)
+
+
+def kill_pids(pids: Sequence[int], timeout_s: float = KILL_WAIT_S) -> list[int]:
+    """SIGKILL each pid; returns those still running (not gone, not a zombie) after timeout_s."""
+    todo = sorted(set(pids) - {os.getpid()})
+    for pid in todo:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout_s
+    alive = todo
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if process_state(p) not in (None, "Z", "X")]
+        if alive:
+            time.sleep(0.02)
+    return alive

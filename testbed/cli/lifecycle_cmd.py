@@ -32,6 +32,7 @@ from testbed.lifecycle.session import (
     resolve_run_dir,
     summarize,
 )
+from testbed.workloads.registry import workload_for
 
 console = Console()
 fault_app = typer.Typer(help="Inject faults into a running testbed (started by up or run).",
@@ -67,11 +68,7 @@ def _held_run(scenario: Path, *, speed: float | None, duration_s: float | None,
         if prep.leftovers is not None and (prep.leftovers.removed or prep.leftovers.failed):
             console.print(f"removed leftovers of an earlier run: {prep.leftovers.summary()}")
         console.print(f"run directory: {prep.run_dir.path}", highlight=False)
-        load = None
-        if workload and prep.scenario.workload.kind != "none":
-            from testbed.lifecycle.workload import workload_for
-
-            load = workload_for(prep)
+        load = workload_for(prep) if workload else None
         view.attach(LiveStatus(prep.run_dir, prep.timeline,
                                tallies=ground_tallies(load) if load is not None else None))
         held = hold(prep, progress=progress, report=console.print, workload=load, keep=keep)

@@ -96,21 +96,27 @@ class OvsFabric:
 
     # --- bridges -----------------------------------------------------------------------------
 
-    def create_bridges(self, nodes: Sequence[NodeAddress]) -> None:
-        """One bridge per node plus its data-plane internal port (OpenFlow port 1)."""
+    def create_bridges(self, nodes: Sequence[NodeAddress],
+                       internal_port: Callable[[NodeAddress], bool] | None = None) -> None:
+        """One bridge per node plus, where `internal_port(node)` (default: every node), its
+        data-plane internal port (OpenFlow port 1). Nodes without one get their data port from
+        their backend (a VM's tap, a board's NIC: `add_data_port`)."""
+        internal = {n.name for n in nodes if internal_port is None or internal_port(n)}
         # Grouped by kind so that teardown undoes each group in one batch.
         self.ledger.record_many(
             [("ovs-bridge", n.bridge, {"node": n.name}) for n in nodes]
-            + [("ovs-port", n.data_ifname, {"bridge": n.bridge, "node": n.name}) for n in nodes]
+            + [("ovs-port", n.data_ifname, {"bridge": n.bridge, "node": n.name}) for n in nodes
+               if n.name in internal]
         )
         step = self.config.bridges_per_transaction
         t0 = time.monotonic()
         for start in range(0, len(nodes), step):
-            argv = ["ovs-vsctl", "--timeout=300", *self._bridge_commands(nodes[start:start + step])]
+            argv = ["ovs-vsctl", "--timeout=300",
+                    *self._bridge_commands(nodes[start:start + step], internal)]
             self._vsctl(argv, f"creating bridges {nodes[start].bridge}..")
         self._timed("ovs bridges", t0)
 
-    def _bridge_commands(self, nodes: Sequence[NodeAddress]) -> list[str]:
+    def _bridge_commands(self, nodes: Sequence[NodeAddress], internal: set[str]) -> list[str]:
         """One transaction's commands. ovs-vsctl rebuilds its whole cache after every generic
         `set`, so the `add-*`/`set-controller` commands come first and the `set`s last:
         interleaving them makes a transaction quadratic in the database size."""
@@ -118,7 +124,8 @@ class OvsFabric:
         for n in nodes:
             cmds += ["--", "--may-exist", "add-br", n.bridge]
         for n in nodes:
-            cmds += ["--", "--may-exist", "add-port", n.bridge, n.data_ifname]
+            if n.name in internal:
+                cmds += ["--", "--may-exist", "add-port", n.bridge, n.data_ifname]
         target = self.config.controller_target
         if target is not None:
             for n in nodes:
@@ -133,9 +140,19 @@ class OvsFabric:
                 "other-config:disable-in-band=true",
             ]
         for n in nodes:
-            cmds += ["--", "set", "interface", n.data_ifname, "type=internal",
-                     f"ofport_request={n.data_ofport}"]
+            if n.name in internal:
+                cmds += ["--", "set", "interface", n.data_ifname, "type=internal",
+                         f"ofport_request={n.data_ofport}"]
         return cmds
+
+    def add_data_port(self, node: NodeAddress, ifname: str) -> None:
+        """Join an existing interface (a VM's tap, a board's NIC or tunnel port) to the node's
+        bridge as its data port (OpenFlow port 1), recorded in the ledger first."""
+        self.ledger.record("ovs-port", ifname, bridge=node.bridge, node=node.name)
+        self._vsctl(["ovs-vsctl", "--timeout=60", "--", "--may-exist", "add-port", node.bridge,
+                     ifname, "--", "set", "interface", ifname,
+                     f"ofport_request={node.data_ofport}"],
+                    f"adding data port {ifname} to {node.bridge}")
 
     # --- links -------------------------------------------------------------------------------
 

@@ -16,19 +16,15 @@ are known) what the workload lost. Recovery steps get records of their own (`res
 from __future__ import annotations
 
 import itertools
-import os
-import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from testbed.errors import TestbedError
-from testbed.fabric.netlink import netns_path
 from testbed.lifecycle.links import direction_keys
 from testbed.lifecycle.network import Network
-from testbed.sysrun import process_state
 from testbed.timeline.model import LinkEvent
 
 FAULT_OPS = ("cut-link", "kill-node", "restart-controller")
@@ -57,42 +53,6 @@ class FaultWorkload(Protocol):
 
     def fault_losses(self, node: str | None, t0_ns: int, t1_ns: int) -> dict[str, Any]:
         """What the workload lost in [t0_ns, t1_ns] (monotonic), for `node` or all senders."""
-
-
-def netns_pids(netns: str) -> list[int]:
-    """Processes whose network namespace is the named one (what `ip netns pids` does)."""
-    try:
-        target = os.stat(netns_path(netns))
-    except FileNotFoundError:
-        return []
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            st = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:  # gone meanwhile, or a kernel thread
-            continue
-        if (st.st_ino, st.st_dev) == (target.st_ino, target.st_dev):
-            out.append(int(entry))
-    return sorted(out)
-
-
-def kill_pids(pids: Iterable[int], timeout_s: float = KILL_WAIT_S) -> list[int]:
-    """SIGKILL each pid; returns those still running (not gone, not a zombie) after timeout_s."""
-    pids = sorted(set(pids) - {os.getpid()})
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + timeout_s
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if process_state(p) not in (None, "Z", "X")]
-        if alive:
-            time.sleep(0.02)
-    return alive
 
 
 def shaper_delta(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]],
@@ -145,6 +105,8 @@ class FaultInjector:
     net: Network
     log: list[dict[str, Any]]
     workload: FaultWorkload | None = None
+    on_fault: Callable[[dict[str, Any]], None] | None = None
+    """Told every fault and recovery record as it is made (the run's observers)."""
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _held: dict[str, int] = field(default_factory=dict)  # link -> faults holding it down
@@ -193,7 +155,9 @@ class FaultInjector:
         with self._lock:
             rec = {"id": next(self._ids), "fault": fault, **fields}
             self.log.append(rec)
-            return rec
+        if self.on_fault is not None:
+            self.on_fault(rec)
+        return rec
 
     def _hold(self, links: Sequence[str]) -> None:
         with self._lock:
@@ -275,7 +239,7 @@ class FaultInjector:
         """SIGKILL everything in the node's namespace and cgroup, take its links down and route
         around it; after `restart_after_s` wall seconds (default: the scenario's
         `nodes.<role>.restart_after_s`; never when neither is set) bring it back."""
-        assert self.net.plan is not None and self.net.backend is not None
+        assert self.net.plan is not None
         node = self.net.plan.node(name)  # raises for unknown names, listing valid ones
         if name in self._killed:
             raise FaultError(f"kill-node {name}: the node is already down")
@@ -291,16 +255,10 @@ class FaultInjector:
         t0_ns, when = self._now()
         self._hold(links)
         self.net.set_links(links, up=False)  # the node falls silent at once; routes follow
-        group = self.net.backend.node_cgroup(name)
-        pids = sorted(set(netns_pids(node.netns)) | set(group.pids() if group else []))
-        alive = kill_pids(pids)
+        killed = self.net.backend_of(name).kill(name)
+        pids, sockets = killed.pids_killed, killed.sockets_destroyed
+        problems = list(killed.problems)
         self._killed.add(name)
-        problems = [f"processes {alive} still run {KILL_WAIT_S} s after SIGKILL"] if alive else []
-        try:
-            sockets: int | None = self._destroy_sockets(name)
-        except FaultError as exc:
-            sockets = None
-            problems.append(str(exc))
         if self.workload is not None:
             self.workload.agent_killed(name)
         self.net.kill_node(name)
@@ -317,20 +275,6 @@ class FaultInjector:
             raise FaultError(f"kill-node {name}: " + "; ".join(problems) +
                              " (its links are down and routes avoid it)")
         return dict(rec)
-
-    def _destroy_sockets(self, name: str) -> int:
-        """Abort every TCP socket left in the node's kernel namespace (SOCK_DESTROY, `ss -K`).
-
-        A SIGKILLed process leaves its sockets to the kernel, which would go on sending their
-        buffers and complete transfers after the node comes back; a crashed node keeps no TCP
-        state, so neither does a killed one. Returns how many sockets there were."""
-        assert self.net.backend is not None
-        done = self.net.backend.exec(name, ["ss", "-K", "-t", "-a", "-n", "-H"], check=False,
-                                     timeout_s=10.0)
-        if done.returncode != 0:
-            raise FaultError(f"`ss -K` failed ({done.returncode}): {done.stderr.strip()} "
-                             "(needs a kernel with INET_DIAG_DESTROY)")
-        return sum(1 for line in done.stdout.splitlines() if line.strip())
 
     def _restart_node(self, fault: _Open) -> None:
         name = fault.node
@@ -368,6 +312,8 @@ class FaultInjector:
     def _append(self, rec: dict[str, Any]) -> None:
         with self._lock:
             self.log.append(rec)
+        if self.on_fault is not None:
+            self.on_fault(rec)
 
     def _recovered(self, fault: _Open) -> None:
         """Routes through the restored links are in effect: the outage ends here."""

@@ -172,14 +172,14 @@ def ground_tallies(workload: Any, timeout_s: float = 1.0) -> Callable[[], Tallie
     (`GET /results?events=0`: a small summary). None while the agent does not answer."""
     def fetch() -> Tallies | None:
         net = getattr(workload, "net", None)
-        agents = getattr(workload, "agents", {})
-        if net is None or net.plan is None:
-            return None
-        ground = next((n.name for n in net.plan.nodes if n.role == "ground"), None)
-        if ground is None or ground not in agents:
+        jobs = getattr(workload, "jobs", {})
+        pool = getattr(workload, "pool", None)
+        ground = getattr(workload, "station", None)
+        if net is None or pool is None or ground is None or ground not in jobs:
             return None
         try:
-            res = client.results(agents[ground], events=False, timeout_s=timeout_s)
+            res = client.job_results(pool.addr(ground), jobs[ground], events=False,
+                                     timeout_s=timeout_s, token=pool.token)
         except (NodeError, OSError):
             return None
         summary = res.get("summary") or {}

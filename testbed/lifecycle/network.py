@@ -21,9 +21,9 @@ from netem.linkstate import LinkState
 from netem.shapers.userspace import UserspaceLink, UserspaceShaper
 from netem.shapers.userspace_pair import disable_offloads
 from netem.shapers.userspace_program import TraceProgram
-from testbed.backends.netns import NetnsBackend
-from testbed.cgroups import Budget, CgroupManager, detect_hierarchy
-from testbed.errors import SystemRequirementError, TestbedError
+from testbed.backends.base import BackendContext, NodeBackend, create_backend
+from testbed.cgroups import Budget
+from testbed.errors import TestbedError
 from testbed.fabric.addressing import AddressPlan, LinkSpec, NodeSpec
 from testbed.fabric.ovs import FabricConfig, OvsFabric
 from testbed.ledger import Ledger, process_entry_details
@@ -79,7 +79,9 @@ class Network:
     book: LinkBook | None = None
     shaper: UserspaceShaper | None = None
     controller: ControllerProcess | None = None
-    backend: NetnsBackend | None = None
+    backends: dict[str, NodeBackend] = field(default_factory=dict)
+    """Node role ("satellite", "ground") -> the backend that makes nodes of that role."""
+    fabric: OvsFabric | None = None
     generation: int = 0
     down_nodes: set[str] = field(default_factory=set)
     start_ns: int = 0
@@ -88,6 +90,8 @@ class Network:
     routing: RouteProgrammer | None = None
     static_routing: StaticRouting | None = None
     pusher: RoutePusher | None = None
+    inventory: object = None
+    """The lab inventory (testbed.inventory) for the libvirt and remote backends, or None."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     """Serialises the link book and the shaper between the clock, the route pusher's
     deferred downs and fault commands."""
@@ -110,11 +114,26 @@ class Network:
             out[n.name] = budget_for(profile, calibration)
         return out
 
+    def backend_of(self, node: str) -> NodeBackend:
+        """The backend that made node `node` (raises for unknown names, listing valid ones)."""
+        assert self.plan is not None
+        return self.backends[self.plan.node(node).role]
+
+    def _make_backends(self, plan: AddressPlan, fabric: OvsFabric) -> None:
+        """One backend per distinct kind, from the registry; roles of the same kind share it."""
+        spec = self.scenario.backend
+        ctx = BackendContext(runner=self.runner, ledger=self.ledger, plan=plan,
+                             run_dir=self.run_dir.path,
+                             cache_dir=self.run_dir.path.parent / ".cache",
+                             options=dict(spec.options), inventory=self.inventory,
+                             fabric=fabric)
+        by_kind: dict[str, NodeBackend] = {}
+        for role, kind in (("satellite", spec.kind), ("ground", spec.ground)):
+            if kind not in by_kind:
+                by_kind[kind] = create_backend(kind, ctx)
+            self.backends[role] = by_kind[kind]
+
     def up(self) -> None:
-        if self.scenario.backend.kind != "netns":
-            raise SystemRequirementError(
-                f"backend '{self.scenario.backend.kind}' needs the lab inventory and hardware; "
-                "this machine runs backend 'netns'")
         static = self.scenario.backend.routing == "static"
         prefix = run_prefix(self.scenario.name)
         self.plan = plan = build_plan(self.timeline, prefix)
@@ -123,8 +142,9 @@ class Network:
         self.book = LinkBook(self.scenario, plan, stations)
 
         of_port = None if static else free_tcp_port()
-        fabric = OvsFabric(self.runner, self.ledger, FabricConfig(
+        self.fabric = fabric = OvsFabric(self.runner, self.ledger, FabricConfig(
             datapath_type=self.scenario.backend.ovs_datapath, controller_port=of_port))
+        self._make_backends(plan, fabric)
         self._step("open vswitch", 0, 1)
         fabric.ensure_daemon()
         self._step("open vswitch", 1, 1)
@@ -139,15 +159,16 @@ class Network:
             self.ledger.record("process", "controller",
                                **process_entry_details(self.controller.pid))
 
-        try:
-            cgroups = CgroupManager(detect_hierarchy(), prefix, ledger=self.ledger)
-        except SystemRequirementError:
-            cgroups = None  # hosts without cpu+memory controllers: nodes run without budgets
-        self.backend = NetnsBackend(self.runner, self.ledger, plan, cgroups=cgroups)
         self._step("nodes", 0, len(plan.nodes))
-        self.backend.create_management()
-        fabric.create_bridges(list(plan.nodes))
-        self.backend.create_nodes(budgets=self._budgets(plan) if cgroups else None)
+        distinct = list({id(b): b for b in self.backends.values()}.values())
+        for backend in distinct:
+            backend.create_management()
+        fabric.create_bridges(list(plan.nodes), internal_port=lambda n: self.backends[
+            n.role].data_port == "internal")
+        budgets = self._budgets(plan)
+        for backend in distinct:
+            mine = [n for n in plan.nodes if self.backends[n.role] is backend]
+            backend.create_nodes(mine, budgets={n.name: budgets[n.name] for n in mine})
         self._step("nodes", len(plan.nodes), len(plan.nodes))
         self._step("links", 0, len(plan.links))
         fabric.create_links(list(plan.links))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,12 @@ from testbed.lifecycle.control import ControlServer
 from testbed.lifecycle.faults import FAULT_OPS, FaultInjector
 from testbed.lifecycle.live_view import base_status, merge_view
 from testbed.lifecycle.network import Network
+from testbed.lifecycle.observers import (
+    Observers,
+    ProgressObserver,
+    RunObserver,
+    StatusFileObserver,
+)
 from testbed.lifecycle.routes import percentiles
 from testbed.lifecycle.run_dir import RunDir
 from testbed.manifest import build_manifest, write_manifest
@@ -32,6 +38,7 @@ from testbed.scenario import Scenario, load_scenario
 from testbed.sysrun import Runner
 from testbed.timeline.build import build_timeline
 from testbed.timeline.model import Timeline
+from testbed.workloads.pool import DATA_PORT, EAGER_MAX_NODES, AgentPool
 
 Progress = Callable[[str, int, int], None]
 
@@ -152,47 +159,59 @@ def _lateness_ms(instants: list[AppliedInstant]) -> dict[str, float]:
 
 
 def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = print,
-         workload: Any = None, keep: bool = False) -> Held:
-    """Bring the network up, play the timeline (and the workload), then tear down.
+         workload: Any = None, keep: bool = False,
+         observers: Sequence[RunObserver] = (), serve: bool = False) -> Held:
+    """Bring the network up, start the node agents, play the timeline (and the workload), then
+    tear down.
 
-    `workload`: an object with start(network), stop() -> results, or None.
+    `workload`: a testbed.workloads.OrchestratorWorkload or None. `observers` are told about
+    the run as it happens (plus the status file and progress observers made here). `serve`:
+    start every node's agent with `up` even above `nodes.agents: auto`'s limit.
     """
     scenario, run_dir = prep.scenario, prep.run_dir
     held = Held(instants=[])
     control: ControlServer | None = None
     faults: FaultInjector | None = None
+    pool: AgentPool | None = None
     with _sigterm_as_interrupt(), Ledger(run_dir.ledger) as ledger:
         net = Network(scenario, prep.timeline, run_dir, Runner(), ledger, progress=progress)
         clock: RunClock | None = None
+        observe = Observers([*observers], report)
+        if progress is not None:
+            observe.observers.append(ProgressObserver(progress, scenario.duration_s))
         try:
             net.up()
+            observe.observers.append(StatusFileObserver(
+                lambda rec: run_dir.write_json(run_dir.status,
+                                               _live_status(net, rec, held.faults))))
+            pool = AgentPool(net, run_dir=run_dir.path, results_dir=run_dir.results,
+                             logs_dir=run_dir.logs)
+            eager = agents_eager(scenario, len(net.plan.nodes)) or serve
+            if eager:
+                if progress is not None:
+                    progress("agents", 0, len(net.plan.nodes))
+                pool.ensure([n.name for n in net.plan.nodes])
+                if progress is not None:
+                    progress("agents", len(net.plan.nodes), len(net.plan.nodes))
             start_ns = time.monotonic_ns() + 200_000_000
             net.start_clock(start_ns)
-            faults = FaultInjector(net, held.faults, workload=workload)
+            pool.set_context(node_context_fn(net, prep.timeline, start_ns, scenario.speed))
+            faults = FaultInjector(net, held.faults, workload=workload,
+                                   on_fault=observe.on_fault)
 
             def handle(req: dict[str, Any]) -> dict[str, Any]:
-                return _control(net, clock, req, faults)
+                return _control(net, clock, req, faults, pool)
 
             control = ControlServer(run_dir.path / "control.sock", handle)
             if workload is not None:
-                workload.start(net)
+                workload.start(net, pool)
             clock = RunClock(prep.timeline.events, faults.apply_events, MonotonicClock(),
                              speed=scenario.speed, record_path=run_dir.events_applied,
                              rt_priority=CLOCK_RT_PRIORITY)
-            last_status = [0.0]
-
-            def on_instant(rec: AppliedInstant) -> None:
-                if progress is not None:
-                    progress("scenario time", int(rec.scenario_t_ns / 1e9),
-                             int(scenario.duration_s))
-                if time.monotonic() - last_status[0] > 1.0:
-                    last_status[0] = time.monotonic()
-                    run_dir.write_json(run_dir.status, _live_status(net, rec, held.faults))
-
-            held.instants = clock.run(start_ns, int(scenario.duration_s * 1e9), on_instant)
+            observe.on_up(net)
+            held.instants = clock.run(start_ns, int(scenario.duration_s * 1e9),
+                                      observe.on_instant)
             held.played_ns = clock.scenario_now_ns
-            if progress is not None:
-                progress("scenario time", int(scenario.duration_s), int(scenario.duration_s))
         except KeyboardInterrupt:
             held.interrupted = True
             if clock is not None:
@@ -203,17 +222,20 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
             try:
                 if faults is not None:
                     faults.close()  # pending restores cancelled; open faults end here
-                if workload is not None:
+                if workload is not None and pool is not None:
                     held.workload = workload.stop()
                 if faults is not None:
                     faults.finish()  # the workload's losses per fault
                 held.counters = net.counters() if net.shaper is not None else {}
+                observe.on_end(held)
             except (TestbedError, OSError) as exc:
                 report(f"collecting results failed: {exc}")
             finally:
                 if control is not None:
                     control.close()
                 try:
+                    if pool is not None:
+                        pool.stop()
                     net.stop_processes()
                 finally:
                     if net.pusher is not None:
@@ -221,6 +243,55 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
                     if not keep:
                         held.teardown = teardown(ledger, Runner())
     return held
+
+
+def agents_eager(scenario: Scenario, node_count: int) -> bool:
+    """Whether `up` starts every node's agent (see `nodes.agents` in the scenario README)."""
+    mode = scenario.nodes.agents
+    return mode == "eager" or (mode == "auto" and node_count <= EAGER_MAX_NODES)
+
+
+def node_context_fn(net: Network, timeline: Timeline, start_ns: int, speed: float
+                    ) -> Callable[[str], dict[str, Any]]:
+    """The context each agent gets: peers' data addresses, its contact windows (scenario
+    seconds), the run's start on the wall clock and its speed."""
+    start_unix_s = time.time() + (start_ns - time.monotonic_ns()) / 1e9
+    peers = {n.name: n.data_ip for n in net.plan.nodes}
+    windows = contact_windows(timeline)
+
+    def context(node: str) -> dict[str, Any]:
+        return {"node": node, "peers": peers, "data_port": DATA_PORT,
+                "scenario_start_unix_s": start_unix_s, "speed": speed,
+                "contacts": windows.get(node, [])}
+    return context
+
+
+def contact_windows(tl: Timeline) -> dict[str, list[dict[str, Any]]]:
+    """Per node, its ground-link windows in scenario seconds: a satellite's with each station,
+    a station's with each satellite (`peer` names the other end)."""
+    stations = {n.name for n in tl.nodes if n.kind == "ground"}
+    out: dict[str, list[dict[str, Any]]] = {n.name: [] for n in tl.nodes}
+    opened: dict[str, int] = {}
+    for e in tl.events:
+        if e.link_kind != "ground" or e.kind not in ("up", "down"):
+            continue
+        if e.kind == "up":
+            opened.setdefault(e.link, e.t_ns)
+            continue
+        t0 = opened.pop(e.link, None)
+        if t0 is None:
+            continue
+        sat, gs = (e.b, e.a) if e.a in stations else (e.a, e.b)
+        out[sat].append({"peer": gs, "start_s": t0 / 1e9, "end_s": e.t_ns / 1e9})
+        out[gs].append({"peer": sat, "start_s": t0 / 1e9, "end_s": e.t_ns / 1e9})
+    for link, t0 in opened.items():
+        a, b = link.split("--")
+        sat, gs = (b, a) if a in stations else (a, b)
+        out[sat].append({"peer": gs, "start_s": t0 / 1e9, "end_s": tl.duration_s})
+        out[gs].append({"peer": sat, "start_s": t0 / 1e9, "end_s": tl.duration_s})
+    for windows in out.values():
+        windows.sort(key=lambda w: w["start_s"])
+    return out
 
 
 def _live_status(net: Network, rec: AppliedInstant,
@@ -240,8 +311,13 @@ def _live_status(net: Network, rec: AppliedInstant,
 
 
 def _control(net: Network, clock: RunClock | None, req: dict[str, Any],
-             faults: FaultInjector | None) -> dict[str, Any]:
+             faults: FaultInjector | None, pool: AgentPool | None = None) -> dict[str, Any]:
     op = req.get("op")
+    if op == "job" and pool is not None:
+        node, kind = str(req.get("node")), str(req.get("kind"))
+        net.plan.node(node)  # unknown names raise, listing valid ones
+        reply = pool.submit(node, kind, req.get("options") or {})
+        return {"node": node, "addr": pool.addr(node), **reply}
     if op == "status":
         assert net.book is not None
         routes = net.route_table()
@@ -253,8 +329,8 @@ def _control(net: Network, clock: RunClock | None, req: dict[str, Any],
                 "down_nodes": sorted(net.down_nodes), "routes": routes}
     if op in FAULT_OPS and faults is not None:
         return faults.handle(req)
-    raise TestbedError(f"unknown control op {op!r}; choose: status, cut-link, kill-node, "
-                       "restart-controller")
+    raise TestbedError(f"unknown control op {op!r}; choose: status, job, cut-link, "
+                       "kill-node, restart-controller")
 
 
 def contact_seconds(tl: Timeline, end_ns: int) -> dict[str, float]:

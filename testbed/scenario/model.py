@@ -205,10 +205,18 @@ class NodesSpec(Strict):
     satellite: NodeRoleSpec = NodeRoleSpec(profile="jetson-agx-xavier")
     ground: NodeRoleSpec = NodeRoleSpec(profile="gs-server")
     profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
+    agents: Literal["auto", "eager", "on-demand"] = Field(
+        "auto", description="when node agents start: with `up` on every node (eager), when a "
+        "job first needs the node (on-demand), or eager up to 100 nodes (auto)")
 
 
 class BackendSpec(Strict):
-    kind: Literal["netns", "libvirt", "remote"] = "netns"
+    kind: Literal["netns", "libvirt", "remote"] = Field(
+        "netns", description="what a satellite node is: a namespace, a libvirt VM, a board")
+    ground: Literal["netns", "remote"] = Field(
+        "netns", description="what a ground station is: a namespace or the GPU server (remote)")
+    options: dict[str, object] = Field(
+        default_factory=dict, description="backend-specific settings (e.g. libvirt_uri, image)")
     ovs_datapath: Literal["netdev", "system"] = "netdev"
     routing: Literal["controller", "static"] = "controller"
     inventory: Path | None = Field(None, description="lab inventory (libvirt/remote backends)")

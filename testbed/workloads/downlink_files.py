@@ -1,19 +1,17 @@
-"""Workloads as the orchestrator drives them: start a node agent in every node (inside its
-namespace and cgroup, on the management network), start the workload through the agents' API,
-and collect their results at the end. Workloads register under kebab-case names.
+"""downlink-files, orchestrator side: every satellite sends a folder of files to a ground
+station whenever the network gives it a path; every ground station verifies and counts them.
 
-After `testbed fault kill-node` (testbed.lifecycle.faults) the workload restarts the node's
-agent in the same namespace and cgroup and resumes its part, and reports per fault what the
-workload lost, from the ground station's per-file events."""
+Receivers run on every ground station; a satellite sends to its `ground` option (default: the
+first station), so a second station never breaks the run (with one station's data path, the
+other stations receive nothing and say so). After `testbed fault kill-node` the workload starts
+the node's agent again and resumes its part, and reports per fault what the workload lost, from
+the ground station's per-file events. Goodput is reported over the time the satellite's
+transfers were active, with what limited the delivery.
+"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,50 +20,49 @@ from nodes.errors import NodeError
 from nodes.workloads.downlink_files import list_files
 from testbed.errors import InputError, TestbedError
 from testbed.lifecycle.links import trace_program
-from testbed.lifecycle.network import Network
-from testbed.lifecycle.session import Prepared, contact_seconds
+from testbed.lifecycle.session import contact_seconds
+from testbed.workloads.base import OrchestratorWorkload
+from testbed.workloads.pool import map_nodes
 
-AGENT_PORT = 9100
 GROUND_PORT = 7000
-AGENT_HEALTHY_S = 60.0
 MIN_RESUME_S = 0.5
 """A restarted satellite with less wall time than this left in the run sends nothing."""
+ACTIVE_CONTACT_SHARE = 0.9
+"""Transfers active for this share of the contact time or more: the contact limited delivery."""
 
 
 class WorkloadRunError(TestbedError):
     """A node agent or its workload failed (names the node)."""
 
 
-def _map_nodes(fn: Callable[[str], Any], names: list[str]) -> dict[str, Any]:
-    """Run fn on every node in parallel; re-raise the first failure with the node's name."""
-    out: dict[str, Any] = {}
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(names)))) as pool:
-        futures = {name: pool.submit(fn, name) for name in names}
-        for name, fut in futures.items():
-            try:
-                out[name] = fut.result()
-            except (NodeError, TestbedError, OSError) as exc:
-                raise WorkloadRunError(f"node {name}: {exc}") from exc
-    return out
+class DownlinkFiles(OrchestratorWorkload):
+    """Every satellite sends the files of `options.source` to a ground station whenever the
+    network gives it a path; the ground stations verify and count them."""
 
+    kind = "downlink-files"
 
-@dataclass
-class DownlinkFiles:
-    """Every satellite sends the files of `options.source` to the (first) ground station
-    whenever the network gives it a path; the ground station verifies and counts them."""
+    def __init__(self, prep: Any) -> None:
+        super().__init__(prep)
+        self.started_ns = 0
+        self.down: set[str] = set()  # nodes whose agent was killed, not restarted
+        self.before_kill: dict[str, list[dict[str, Any]]] = {}
+        self.restarts: dict[str, int] = {}
+        self.ground_history: list[dict[str, Any]] = []
+        """Ground events read just before the ground station was killed (its receiver's
+        memory)."""
+        self.ground_events: list[dict[str, Any]] = []  # filled by stop()
+        self.sat_opts: dict[str, Any] = {}
+        self.jobs: dict[str, str] = {}  # node -> job id
+        self.station: str | None = None
+        self._options()  # bad options fail before anything is created
 
-    prep: Prepared
-    net: Network | None = None
-    agents: dict[str, str] = field(default_factory=dict)  # node -> mgmt addr
-    started_ns: int = 0
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    down: set[str] = field(default_factory=set)  # nodes whose agent was killed, not restarted
-    before_kill: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    restarts: dict[str, int] = field(default_factory=dict)
-    ground_history: list[dict[str, Any]] = field(default_factory=list)
-    """Ground events read just before the ground station was killed (its receiver's memory)."""
-    ground_events: list[dict[str, Any]] = field(default_factory=list)  # filled by stop()
-    sat_opts: dict[str, Any] = field(default_factory=dict)
+    def addr(self, node: str) -> str:
+        assert self.pool is not None
+        return self.pool.addr(node)
+
+    @property
+    def token(self) -> str | None:
+        return self.pool.token if self.pool is not None else None
 
     def _options(self) -> dict[str, Any]:
         opts = dict(self.prep.scenario.workload.options)
@@ -73,59 +70,57 @@ class DownlinkFiles:
             raise InputError("workload downlink-files needs options.source (a folder of "
                              "files, e.g. ${TESTBED_DATA}/images/rsvqa-lr)",
                              field="workload.options.source")
-        opts.pop("relay_over_isl", None)  # relaying is the network's job (routes over ISLs)
+        opts.pop("ground", None)
         return opts
 
-    def start(self, net: Network) -> None:
-        assert net.plan is not None and net.backend is not None
-        self.net = net
-        plan = net.plan
-        ground = [n for n in plan.nodes if n.role == "ground"]
-        if not ground:
-            raise InputError("workload downlink-files needs a ground station",
-                             field="ground_stations")
-        for n in plan.nodes:
-            self._spawn_agent(n.name)
-        _map_nodes(lambda name: client.wait_healthy(self.agents[name], timeout_s=60),
-                   list(self.agents))
+    def _station(self) -> str:
+        """The ground station satellites send to: `options.ground`, default the first."""
+        stations = [gs.name for gs in self.prep.scenario.ground_stations]
+        wanted = self.prep.scenario.workload.options.get("ground")
+        if wanted is None:
+            if not stations:
+                raise InputError("workload downlink-files needs a ground station",
+                                 field="ground_stations")
+            return stations[0]
+        if wanted not in stations:
+            raise InputError(f"options.ground={wanted!r} is not a ground station; choose: "
+                             + ", ".join(stations), field="workload.options.ground")
+        return str(wanted)
+
+    def _submit(self, node: str, options: dict[str, Any]) -> None:
+        assert self.pool is not None
+        reply = self.pool.submit(node, self.kind, options)
+        self.jobs[node] = str(reply["id"])
+
+    def _start(self) -> None:
+        plan = self.net.plan
+        ground = [n.name for n in plan.nodes if n.role == "ground"]
+        self.station = gs = self._station()
+        assert self.pool is not None
+        self.pool.ensure([n.name for n in plan.nodes])
+        map_nodes(lambda name: self._submit(name, {"ground_port": GROUND_PORT}), ground)
         opts = self._options()
         wall_s = self.prep.scenario.duration_s / self.prep.scenario.speed
-        gs = ground[0]
-        client.start_workload(self.agents[gs.name], "downlink-files",
-                              {"ground_port": GROUND_PORT})
-        self.sat_opts = sat_opts = {**opts, "ground_ip": gs.data_ip,
+        self.sat_opts = sat_opts = {**opts, "ground_ip": plan.node(gs).data_ip,
                                     "ground_port": GROUND_PORT, "duration_s": wall_s}
         sats = [n.name for n in plan.nodes if n.role == "satellite"]
         self.started_ns = time.monotonic_ns()
-        _map_nodes(lambda name: client.start_workload(self.agents[name], "downlink-files",
-                                                      sat_opts), sats)
-
-    def _spawn_agent(self, name: str) -> None:
-        """The node's agent, inside its namespace and cgroup (again after a kill)."""
-        assert self.net is not None and self.net.plan is not None
-        assert self.net.backend is not None
-        n = self.net.plan.node(name)
-        argv = [sys.executable, "-m", "nodes.agent", "--name", n.name, "--role", n.role,
-                "--mgmt-listen", f"{n.mgmt_ip}:{AGENT_PORT}", "--data-ip", n.data_ip,
-                "--results", str(self.prep.run_dir.results)]
-        with (self.prep.run_dir.logs / f"agent-{n.name}.log").open("ab") as log:
-            self.procs[name] = self.net.backend.spawn(n.name, argv, stdout=log, stderr=log)
-        self.agents[name] = f"{n.mgmt_ip}:{AGENT_PORT}"
+        map_nodes(lambda name: self._submit(name, sat_opts), sats)
 
     # --- faults (testbed.lifecycle.faults.FaultWorkload) ------------------------------------------
 
     def _ground(self) -> str:
-        assert self.net is not None and self.net.plan is not None
-        return next(n.name for n in self.net.plan.nodes if n.role == "ground")
+        return self.station or self._station()
 
     def snapshot(self, node: str) -> dict[str, Any] | None:
         """The node's results just before a kill (the ground's with its events: its receiver
         keeps them only in memory); None when its agent does not answer."""
-        if node not in self.agents or node in self.down:
+        if node not in self.jobs or node in self.down:
             return None
         is_ground = node == self._ground()
         try:
-            res = client.results(self.agents[node], events=is_ground, timeout_s=2.0)
+            res = client.job_results(self.addr(node), self.jobs[node], events=is_ground,
+                                     timeout_s=2.0, token=self.token)
         except NodeError:
             return None
         if is_ground:
@@ -136,20 +131,16 @@ class DownlinkFiles:
         return summary
 
     def agent_killed(self, node: str) -> None:
-        """Its processes were SIGKILLed: reap the agent; stop() no longer asks it."""
+        """Its processes were killed with the node: stop() no longer asks it."""
         self.down.add(node)
-        proc = self.procs.get(node)
-        if proc is not None:
-            try:
-                proc.wait(timeout=5.0)
-            except subprocess.TimeoutExpired:
-                raise WorkloadRunError(f"node {node}: agent pid {proc.pid} still runs 5 s "
-                                       "after SIGKILL") from None
+        super().agent_killed(node)
 
     def _received_files(self, sender: str) -> set[str]:
         """File names the ground station verified from `sender` so far."""
         events = list(self.ground_history)
-        res = client.results(self.agents[self._ground()], events=True, timeout_s=10.0)
+        gs = self._ground()
+        res = client.job_results(self.addr(gs), self.jobs[gs], events=True, timeout_s=10.0,
+                                 token=self.token)
         events += res.get("events") or []  # type: ignore[operator]
         return {e["file"] for e in events
                 if e.get("peer") == sender and e.get("status") == "received"}
@@ -165,14 +156,13 @@ class DownlinkFiles:
             raise WorkloadRunError(f"node {node}: restarting its agent: {exc}") from exc
 
     def _restart(self, node: str) -> dict[str, Any]:
-        self._spawn_agent(node)
+        assert self.pool is not None
+        self.pool.ensure([node])
         self.restarts[node] = self.restarts.get(node, 0) + 1
-        client.wait_healthy(self.agents[node], timeout_s=AGENT_HEALTHY_S)
         self.down.discard(node)
-        out: dict[str, Any] = {"agent_pid": self.procs[node].pid}
-        if node == self._ground():
-            client.start_workload(self.agents[node], "downlink-files",
-                                  {"ground_port": GROUND_PORT})
+        out: dict[str, Any] = {"agent_pid": self.pool.procs[node].pid}
+        if self.net.plan.node(node).role == "ground":
+            self._submit(node, {"ground_port": GROUND_PORT})
             out["workload"] = "receiver started"
             return out
         wall_s = self.prep.scenario.duration_s / self.prep.scenario.speed
@@ -194,7 +184,7 @@ class DownlinkFiles:
             for f in todo:
                 (folder / f.name).symlink_to(f.resolve())
             opts["source"] = str(folder)
-        client.start_workload(self.agents[node], "downlink-files", opts)
+        self._submit(node, opts)
         out["workload"] = "resumed"
         return out
 
@@ -224,66 +214,70 @@ class DownlinkFiles:
         return [(f.name, f.stat().st_size) for f in files]
 
     def stop(self) -> dict[str, Any]:
-        if not self.agents or self.net is None or self.net.plan is None:
+        if not self.jobs or self.net is None:
             return {}
-        try:
-            return self._stop()
-        finally:
-            self._end_agents()
+        return self._stop()
 
-    def _end_agents(self) -> None:
-        """SIGTERM every agent (each writes `<results>/<node>.json`) and reap it."""
-        procs = [p for p in self.procs.values() if p.poll() is None]
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=5.0)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5.0)
+    def _stop_job(self, node: str) -> dict[str, Any]:
+        return client.cancel_job(self.addr(node), self.jobs[node], token=self.token)
 
     def _stop(self) -> dict[str, Any]:
-        assert self.net is not None and self.net.plan is not None
         plan = self.net.plan
         sats = [n.name for n in plan.nodes if n.role == "satellite"]
         ground = [n.name for n in plan.nodes if n.role == "ground"]
-        live = [name for name in sats if name not in self.down]
-        sat_results = _map_nodes(lambda name: client.stop_workload(self.agents[name]), live)
-        gs_results = {g: client.stop_workload(self.agents[g]) for g in ground
-                      if g not in self.down}
-        if ground[0] in gs_results:
-            events = client.results(self.agents[ground[0]], events=True).get("events") or []
+        gs = self._ground()
+        live = [name for name in sats if name not in self.down and name in self.jobs]
+        sat_results = map_nodes(self._stop_job, live)
+        gs_results = map_nodes(self._stop_job,
+                               [g for g in ground if g not in self.down and g in self.jobs])
+        if gs in gs_results:
+            events = client.job_results(self.addr(gs), self.jobs[gs], events=True,
+                                        token=self.token).get("events") or []
         else:
             events = []
         self.ground_events = [*self.ground_history, *events]  # type: ignore[list-item]
-        received = gs_results.get(ground[0], {}).get("summary", {}).get("senders", {})
-        if self.ground_history:  # the ground restarted: count over both receivers
-            received = sender_tallies(self.ground_events)
-        speed = self.prep.scenario.speed
+        received = sender_tallies(self.ground_events)
         capacity_bps = self._downlink_capacity_bps()
+        planned = self._planned_count()
+        speed = self.prep.scenario.speed
         contact = {sat: s / speed for sat, s in contact_seconds(
             self.prep.timeline, int(self.prep.scenario.duration_s * 1e9)).items()}
+        active = active_seconds(self.ground_events)
         per_sat: dict[str, Any] = {}
         for name in sats:
             tally = received.get(name, {})
             nbytes = int(tally.get("bytes_received", 0))
-            wall = contact.get(name, 0.0)
+            files = int(tally.get("files_received", 0))
+            active_s = active.get(name, 0.0)
+            contact_s = contact.get(name, 0.0)
             per_sat[name] = {
-                "files": int(tally.get("files_received", 0)),
+                "files": files,
                 "bytes": nbytes,
-                "goodput_mbps": (nbytes * 8 / wall / 1e6) if wall > 0 else 0.0,
+                "active_s": round(active_s, 3),
+                "contact_wall_s": round(contact_s, 3),
+                "goodput_mbps": (nbytes * 8 / active_s / 1e6) if active_s > 0 else 0.0,
                 "capacity_mbps": capacity_bps / 1e6,
+                "limited_by": limited_by(files, planned, active_s, contact_s),
                 "sender": sat_results.get(name, {}).get("summary", {}),
             }
             if name in self.down:
                 per_sat[name]["agent"] = "killed"
             if name in self.before_kill:
                 per_sat[name]["sender_before_kill"] = self.before_kill[name]
-        return {"kind": "downlink-files", "per_satellite": per_sat,
+        return {"kind": self.kind, "station": gs, "per_satellite": per_sat,
                 "ground": {g: r.get("summary", {}) for g, r in gs_results.items()},
-                "note": "goodput = bytes delivered / wall-clock contact time of the "
-                        "satellite's own ground link (relayed traffic counts for the sender)"}
+                "note": "goodput = bytes delivered / time the satellite's transfers were "
+                        "active (first byte to last ack, overlapping transfers counted once); "
+                        f"satellites send to {gs}"}
+
+    def _planned_count(self) -> int | None:
+        if int(self.sat_opts.get("loops", 1)) != 1:
+            return None
+        try:
+            return len(list_files(Path(str(self.sat_opts["source"])),
+                                  str(self.sat_opts.get("pattern", "*.png"))))
+        except (NodeError, KeyError):
+            return None
 
     def _downlink_capacity_bps(self) -> float:
         """Programmed mean downlink capacity: the trace's, or the constant rate."""
@@ -361,14 +355,36 @@ def fault_losses(events: list[dict[str, Any]], node: str | None, t0_ns: int, t1_
     return out
 
 
-WORKLOADS: dict[str, Callable[[Prepared], Any]] = {"downlink-files": DownlinkFiles}
+def active_seconds(events: list[dict[str, Any]]) -> dict[str, float]:
+    """Per sender, seconds during which at least one of its transfers was under way (the union
+    of [start_ns, end_ns] of its received files)."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for e in events:
+        if e.get("status") == "received" and "start_ns" in e and "end_ns" in e:
+            spans.setdefault(str(e["peer"]), []).append((int(e["start_ns"]), int(e["end_ns"])))
+    out: dict[str, float] = {}
+    for peer, intervals in spans.items():
+        total, cur_start, cur_end = 0, None, None
+        for a, b in sorted(intervals):
+            if cur_end is None or a > cur_end:
+                if cur_end is not None:
+                    total += cur_end - cur_start  # type: ignore[operator]
+                cur_start, cur_end = a, b
+            else:
+                cur_end = max(cur_end, b)
+        if cur_end is not None:
+            total += cur_end - cur_start  # type: ignore[operator]
+        out[peer] = total / 1e9
+    return out
 
 
-def workload_for(prep: Prepared) -> Any:
-    """The orchestrator side of the scenario's workload; error lists the valid kinds."""
-    kind = prep.scenario.workload.kind
-    try:
-        return WORKLOADS[kind](prep)
-    except KeyError:
-        raise InputError(f"unknown workload kind '{kind}'; choose: none, "
-                         + ", ".join(sorted(WORKLOADS)), field="workload.kind") from None
+def limited_by(files: int, planned: int | None, active_s: float, contact_s: float) -> str:
+    """Why a satellite delivered what it did: it ran out of files, its contacts ended, or the
+    link was the bottleneck while it had both."""
+    if planned is not None and files >= planned:
+        return f"files: all {planned} delivered"
+    if contact_s <= 0:
+        return "contact: no ground contact"
+    if active_s >= ACTIVE_CONTACT_SHARE * contact_s:
+        return "contact time: transfers ran for the whole contact"
+    return "link or route: transfers were active for part of the contact only"
