@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "testbed.cli.scenario_cmd",
     "testbed.cli.trace_cmd",
     "testbed.cli.lifecycle_cmd",
+    "testbed.cli.job_cmd",
     "testbed.cli.replay_cmd",
     "testbed.cli.verify_cmd",
 ]

@@ -23,12 +23,9 @@ from testbed.cli.main import main
 from testbed.lifecycle.control import request
 from testbed.lifecycle.faults import DROP_KEYS, shaper_delta
 from testbed.lifecycle.session import Prepared, hold, prepare, summarize
-from testbed.lifecycle.workload import (
-    AGENT_PORT,
-    fault_losses,
-    sender_tallies,
-    workload_for,
-)
+from testbed.workloads.downlink_files import fault_losses, sender_tallies
+from testbed.workloads.pool import AGENT_PORT
+from testbed.workloads.registry import workload_for
 from testbed.sysrun import process_state
 
 DOWNLINK_MBPS = 10
