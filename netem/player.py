@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
+import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from netem.errors import LinkStateError, NetemError
 from netem.linkstate import LinkState
 from netem.shapers.base import Shaper
 
 Schedule = Iterable[tuple[int, Mapping[str, LinkState]]]
+T = TypeVar("T")
 _STALLED_READS = 100  # identical consecutive readings: the clock does not run by itself
 
 
@@ -156,6 +160,70 @@ def wait_until(clock: Clock, due_ns: int, stop: threading.Event, *, spin_ns: int
     return not stop.is_set()
 
 
+def play_instants(
+    schedule: Iterable[tuple[int, T]],
+    apply: Callable[[int, int, T], None],
+    clock: Clock,
+    start_ns: int,
+    stop: threading.Event,
+    *,
+    speed: float = 1.0,
+    until_t_ns: int | None = None,
+    spin_ns: int = 200_000,
+    max_sleep_ns: int = 20_000_000,
+    max_spins: int = 1_000_000,
+) -> int | None:
+    """The one loop every player of scheduled changes runs: for each `(t_ns, item)` (scenario
+    nanoseconds, non-decreasing), wait until its wall instant `start_ns + t_ns / speed` and call
+    `apply(t_ns, due_ns, item)`. Returns the scenario time of the last applied item (None if
+    none), stopping early when `stop` is set or `t_ns` passes `until_t_ns`.
+
+    Raises LinkStateError when times go backwards or are negative."""
+    if not (math.isfinite(speed) and speed > 0):
+        raise NetemError(f"player speed={speed}, expected a finite number > 0")
+    previous_t, last = 0, None
+    for index, (t_ns, item) in enumerate(schedule):
+        if t_ns < previous_t:
+            raise LinkStateError(
+                f"schedule entry {index}: t_ns={t_ns} is before the previous {previous_t}, "
+                "expected non-decreasing times from 0"
+            )
+        previous_t = t_ns
+        if until_t_ns is not None and t_ns > until_t_ns:
+            break
+        due = start_ns + round(t_ns / speed)
+        if not wait_until(clock, due, stop, spin_ns=spin_ns, max_sleep_ns=max_sleep_ns,
+                          max_spins=max_spins):
+            break
+        apply(t_ns, due, item)
+        last = t_ns
+    return last
+
+
+@contextmanager
+def realtime(rt_priority: int = 0, switch_interval_s: float | None = None) -> Iterator[bool]:
+    """While a player runs on the calling thread: SCHED_FIFO at `rt_priority` (this thread
+    only; skipped without the permission, yields whether it took effect) and a shorter GIL
+    switch interval (other threads of the process give the GIL back sooner). Both restored."""
+    previous_interval = sys.getswitchinterval()
+    if switch_interval_s is not None:
+        sys.setswitchinterval(min(previous_interval, switch_interval_s))
+    previous_policy = None
+    if rt_priority > 0:
+        previous = (os.sched_getscheduler(0), os.sched_getparam(0))
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
+            previous_policy = previous
+        except PermissionError:
+            previous_policy = None
+    try:
+        yield previous_policy is not None
+    finally:
+        sys.setswitchinterval(previous_interval)
+        if previous_policy is not None:
+            os.sched_setscheduler(0, *previous_policy)
+
+
 class LinkPlayer:
     """Applies a schedule's states through a Shaper at their instants and records each change.
 
@@ -218,26 +286,10 @@ class LinkPlayer:
             raise NetemError("a LinkPlayer runs once; make a new one")
         self._started = True
         start = self._clock.now_ns() if start_ns is None else start_ns
-        previous_t = 0
-        for index, (t_ns, states) in enumerate(self._schedule):
-            if t_ns < previous_t:
-                raise LinkStateError(
-                    f"schedule entry {index}: t_ns={t_ns} is before the previous {previous_t}, "
-                    "expected non-decreasing times from 0"
-                )
-            previous_t = t_ns
-            if until_t_ns is not None and t_ns > until_t_ns:
-                break
-            due = self.wall_instant(start, t_ns)
-            if not self._wait_until(due):
-                break
-            self._apply(t_ns, due, states)
+        play_instants(self._schedule, self._apply, self._clock, start, self._stop,
+                      speed=self._speed, until_t_ns=until_t_ns, spin_ns=self._spin_ns,
+                      max_sleep_ns=self._max_sleep_ns, max_spins=self._max_spins)
         return self.records
-
-    def _wait_until(self, due_ns: int) -> bool:
-        """Sleep, then spin, until `due_ns`; False if stop() was called meanwhile."""
-        return wait_until(self._clock, due_ns, self._stop, spin_ns=self._spin_ns,
-                          max_sleep_ns=self._max_sleep_ns, max_spins=self._max_spins)
 
     def _apply(self, t_ns: int, due_ns: int, states: Mapping[str, LinkState]) -> None:
         diffs = {key: self._shaper.current(key).diff(state) for key, state in states.items()}

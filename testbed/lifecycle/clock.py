@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from netem.player import Clock, wait_until
+from netem.player import Clock, play_instants, realtime, wait_until
 from testbed.errors import TestbedError
 from testbed.timeline.model import LinkEvent
 
@@ -67,51 +65,33 @@ class RunClock:
 
     def run(self, start_ns: int, until_t_ns: int,
             on_instant: Callable[[AppliedInstant], None] | None = None) -> list[AppliedInstant]:
-        """Apply every instant up to `until_t_ns` (blocking; stop() ends it early)."""
+        """Apply every instant up to `until_t_ns` (blocking; stop() ends it early), on
+        netem's one player loop (`play_instants`) with its real-time settings."""
         out = self._record_path.open("a") if self._record_path else None
-        previous_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(previous_interval, GIL_SWITCH_INTERVAL_S))
-        previous_policy = _raise_thread_priority(self._rt_priority)
+
+        def apply(t_ns: int, due: int, batch: list[LinkEvent]) -> None:
+            self._apply(batch, due)
+            applied = self._clock.now_ns()
+            self.scenario_now_ns = t_ns
+            kinds = ",".join(sorted({e.kind for e in batch}))
+            rec = AppliedInstant(t_ns, due, applied, len(batch), kinds)
+            self.applied.append(rec)
+            if out is not None:
+                out.write(json.dumps({**asdict(rec), "lateness_ns": rec.lateness_ns}) + "\n")
+            if on_instant is not None:
+                on_instant(rec)
+
+        instants = ((t_ns, list(group))
+                    for t_ns, group in itertools.groupby(self._events, key=lambda e: e.t_ns))
         try:
-            for t_ns, group in itertools.groupby(self._events, key=lambda e: e.t_ns):
-                if t_ns > until_t_ns:
-                    break
-                batch = list(group)
-                due = self.wall_instant(start_ns, t_ns)
-                if not wait_until(self._clock, due, self._stop):
-                    break
-                self._apply(batch, due)
-                applied = self._clock.now_ns()
-                self.scenario_now_ns = t_ns
-                kinds = ",".join(sorted({e.kind for e in batch}))
-                rec = AppliedInstant(t_ns, due, applied, len(batch), kinds)
-                self.applied.append(rec)
-                if out is not None:
-                    out.write(json.dumps({**asdict(rec), "lateness_ns": rec.lateness_ns}) + "\n")
-                if on_instant is not None:
-                    on_instant(rec)
-            else:
-                # no more events: hold until the scenario ends
-                wait_until(self._clock, self.wall_instant(start_ns, until_t_ns), self._stop)
-                self.scenario_now_ns = until_t_ns
+            with realtime(self._rt_priority, GIL_SWITCH_INTERVAL_S):
+                play_instants(instants, apply, self._clock, start_ns, self._stop,
+                              speed=self._speed, until_t_ns=until_t_ns)
+                if not self._stop.is_set():  # no more events: hold until the scenario ends
+                    if wait_until(self._clock, self.wall_instant(start_ns, until_t_ns),
+                                  self._stop):
+                        self.scenario_now_ns = until_t_ns
         finally:
-            sys.setswitchinterval(previous_interval)
-            if previous_policy is not None:
-                os.sched_setscheduler(0, *previous_policy)
             if out is not None:
                 out.close()
         return self.applied
-
-
-def _raise_thread_priority(rt_priority: int) -> tuple[int, os.sched_param] | None:
-    """SCHED_FIFO for the calling thread only (Linux applies it per thread), so that the
-    controller and OVS recomputing routes on the same cores do not delay the next instant.
-    Returns the policy to restore, or None when not asked or not permitted (no root)."""
-    if rt_priority <= 0:
-        return None
-    previous = (os.sched_getscheduler(0), os.sched_getparam(0))
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
-    except PermissionError:
-        return None
-    return previous

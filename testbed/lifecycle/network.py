@@ -86,6 +86,8 @@ class Network:
     down_nodes: set[str] = field(default_factory=set)
     start_ns: int = 0
     programs: dict[str, TraceProgram] = field(default_factory=dict)
+    ground_programs: dict[str, TraceProgram | None] = field(default_factory=dict)
+    """"downlink" / "uplink" -> what every ground link's direction plays (None: constant)."""
     following: set[str] = field(default_factory=set)
     routing: RouteProgrammer | None = None
     static_routing: StaticRouting | None = None
@@ -198,13 +200,17 @@ class Network:
                                  initial[ab], initial[ba])
             self._step("links", i + 1, len(self.plan.links))
         g = self.scenario.links.ground
+        # Read and parse each direction spec once: every satellite's ground link plays the same
+        # recorded link (thousands of links, one trace in memory).
+        self.ground_programs = {"downlink": trace_program(g.downlink, "downlink"),
+                                "uplink": trace_program(g.uplink, "uplink")}
         for r in self.book.records.values():
             if r.kind == "ground":
                 down_key = self.book.downlink_key(r)
                 ab, ba = direction_keys(r.link)
                 up_key = ba if down_key == ab else ab
-                for key, spec in ((down_key, g.downlink), (up_key, g.uplink)):
-                    program = trace_program(spec, f"{r.link.name}:{key}")
+                for key, which in ((down_key, "downlink"), (up_key, "uplink")):
+                    program = self.ground_programs[which]
                     if program is not None:
                         self.programs[key] = program
 

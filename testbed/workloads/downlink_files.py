@@ -19,7 +19,6 @@ from nodes import client
 from nodes.errors import NodeError
 from nodes.workloads.downlink_files import list_files
 from testbed.errors import InputError, TestbedError
-from testbed.lifecycle.links import trace_program
 from testbed.lifecycle.session import contact_seconds
 from testbed.workloads.base import OrchestratorWorkload
 from testbed.workloads.pool import map_nodes
@@ -280,12 +279,13 @@ class DownlinkFiles(OrchestratorWorkload):
             return None
 
     def _downlink_capacity_bps(self) -> float:
-        """Programmed mean downlink capacity: the trace's, or the constant rate."""
-        spec = self.prep.scenario.links.ground.downlink
-        program = trace_program(spec, "downlink")
+        """Programmed mean downlink capacity: the trace's (as the network plays it), or the
+        constant rate."""
+        program = self.net.ground_programs.get("downlink") if self.net is not None else None
         if program is not None and program.opportunities_ns is not None:
             return float(program.capacity_bps)
-        return float(spec.rate_mbps * 1e6) if spec.rate_mbps else float("nan")
+        rate_mbps = self.prep.scenario.links.ground.downlink.rate_mbps
+        return float(rate_mbps * 1e6) if rate_mbps else float("nan")
 
 
 def sender_tallies(events: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
