@@ -187,7 +187,7 @@ class Network:
 
     def _make_shaper(self) -> None:
         assert self.plan is not None and self.book is not None
-        self.shaper = UserspaceShaper()
+        self.shaper = UserspaceShaper(seed=self.scenario.seed)  # reproducible loss draws
         self.ledger.record("process", "shaper", **process_entry_details(self.shaper.pid))
         initial = self.book.initial_states()
         for i, link in enumerate(self.plan.links):

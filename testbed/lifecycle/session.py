@@ -134,8 +134,27 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
     write_manifest(run_dir.manifest, build_manifest(
         scenario, scenario_path, run_name=scenario.name,
         extra={"timeline_events": len(timeline.events)}))
-    timeline.to_jsonl(run_dir.timeline)
+    write_outputs(scenario, timeline, run_dir, progress)
     return Prepared(scenario_path, scenario, timeline, run_dir, leftovers)
+
+
+def write_outputs(scenario: Scenario, timeline: Timeline, run_dir: RunDir,
+                  progress: Progress | None = None) -> list[Path]:
+    """What `outputs` asks for before the run: the timeline as JSON lines and/or Parquet, and
+    with `plots` the ground tracks and contact Gantt (`plots/topology*.png`)."""
+    written: list[Path] = []
+    if "jsonl" in scenario.outputs.timeline:
+        written.append(timeline.to_jsonl(run_dir.timeline))
+    if "parquet" in scenario.outputs.timeline:
+        written.append(timeline.to_parquet(run_dir.timeline.with_suffix(".parquet")))
+    if scenario.outputs.plots:
+        from testbed.topo import topology_report
+        from testbed.topo_plot import plot_topology
+
+        folder = run_dir.path / "plots"
+        folder.mkdir(exist_ok=True)
+        written += plot_topology(topology_report(scenario, progress), folder / "topology.png")
+    return written
 
 
 @dataclass

@@ -238,7 +238,8 @@ class OutputsSpec(Strict):
     dir: str = Field("runs", description="run directories go here (relative: to the working "
                      "directory)")
     timeline: list[Literal["jsonl", "parquet"]] = Field(default_factory=lambda: ["jsonl"])
-    plots: bool = True
+    plots: bool = Field(False, description="write ground tracks and the contact Gantt into "
+                        "the run directory (plots/topology*.png) before the run")
 
 
 class Scenario(Strict):
