@@ -19,19 +19,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from netem.traces import sha256_file
 from testbed.paths import REPO_ROOT
 from testbed.scenario.model import Scenario
 
 PACKAGES = ("leo-testbed", "numpy", "sgp4", "skyfield", "pydantic", "pyroute2", "os-ken",
             "networkx", "pyarrow")
-
-
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe_input(path: Path) -> dict[str, Any]:

@@ -20,14 +20,13 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from pyroute2 import IPRoute, NetNS, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netem.errors import NetemError, UnsupportedError
+from netem.nsutil import NETNS_RUN_DIR, write_sysctl
 from netem.shapers.userspace import UserspaceLink
-from netem.shapers.userspace_sockets import NETNS_RUN_DIR, in_netns
 
 IFNAMSIZ = 15
 
@@ -78,10 +77,6 @@ def disable_offloads(ifname: str, netns_name: str | None) -> None:
         raise NetemError(f"turning off offloads of '{ifname}' failed: {' '.join(argv)}: "
                          f"{done.stderr.strip()}")
 
-
-def _write_sysctl(netns_name: str, key: str, value: str) -> None:
-    with in_netns(netns_name):
-        Path("/proc/sys", *key.split(".")).write_text(value)
 
 
 class NamespacePair:
@@ -166,7 +161,7 @@ class NamespacePair:
                     macs[ns] = nsr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
                 disable_offloads(ifname, ns)
             for ifname in (n.iface("t1"), n.iface("g1")):
-                _write_sysctl(n.shaper_ns, f"net.ipv6.conf.{ifname}.disable_ipv6", "1")
+                write_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "1", n.shaper_ns)
             with NetNS(n.shaper_ns, flags=0) as nsr:
                 for ifname in (n.iface("t1"), n.iface("g1")):
                     nsr.link("set", index=nsr.link_lookup(ifname=ifname)[0], state="up")

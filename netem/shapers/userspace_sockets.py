@@ -7,15 +7,11 @@ socket, so the kernel drops it when the socket closes (nothing to undo after a c
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
-import os
 import socket
 import struct
-from collections.abc import Iterator
 
 from netem.errors import NetemError, UnsupportedError
+from netem.nsutil import in_netns
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -25,45 +21,9 @@ PACKET_STATISTICS = 6
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 SO_TIMESTAMPNS = 35
-CLONE_NEWNET = 0x40000000
-NETNS_RUN_DIR = "/var/run/netns"
 RCVBUF_BYTES = 8 * 1024 * 1024
 SNDBUF_BYTES = 4 * 1024 * 1024
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _setns(fd: int, what: str) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise NetemError(f"setns into network namespace {what} failed: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def in_netns(netns: str | None) -> Iterator[None]:
-    """Run the body inside named network namespace `netns` (None: stay), then come back.
-
-    Sockets created inside stay bound to that namespace. Only the calling thread moves, and
-    the worker is single-threaded.
-    """
-    if netns is None:
-        yield
-        return
-    path = os.path.join(NETNS_RUN_DIR, netns)
-    try:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise NetemError(f"network namespace '{netns}' not found ({path})") from None
-    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _setns(target, netns)
-        try:
-            yield
-        finally:
-            _setns(home, "of the worker (returning)")
-    finally:
-        os.close(target)
-        os.close(home)
 
 
 def open_packet_socket(ifname: str, netns: str | None = None) -> socket.socket:

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from netem.nsutil import write_sysctl
 from testbed.backends.base import (
     BackendContext,
     DataPortKind,
@@ -181,15 +182,15 @@ class NetnsBackend:
                 os.close(fd)
         if self.disable_ipv6:
             for n in nodes:
-                _write_sysctl(f"net/ipv6/conf/{n.mgmt_root_ifname}/disable_ipv6", "1")
+                write_sysctl(f"net/ipv6/conf/{n.mgmt_root_ifname}/disable_ipv6", "1")
 
     def _configure_inside(self, n: NodeAddress, arp: tuple[bytes, list[int]] | None) -> None:
         """Inside the node's namespace, one netlink batch: lo up, data port MAC + address + up,
         management address + up, and the static ARP table."""
         with in_netns(n.netns):
             if self.disable_ipv6:
-                _write_sysctl("net/ipv6/conf/all/disable_ipv6", "1")
-                _write_sysctl("net/ipv6/conf/default/disable_ipv6", "1")
+                write_sysctl("net/ipv6/conf/all/disable_ipv6", "1")
+                write_sysctl("net/ipv6/conf/default/disable_ipv6", "1")
             try:
                 d_idx = socket.if_nametoindex(n.data_ifname)
                 m_idx = socket.if_nametoindex(n.mgmt_ns_ifname)
@@ -332,15 +333,6 @@ class NetnsBackend:
         entries.sort(key=lambda e: e.seq)
         self._groups.pop(name, None)
         return teardown(entries, self.runner)
-
-
-def _write_sysctl(key: str, value: str) -> None:
-    """Write a /proc/sys value (for net/ keys: of the calling thread's namespace)."""
-    path = Path("/proc/sys") / key
-    if not path.exists():  # e.g. IPv6 disabled on the kernel command line: nothing to do
-        return
-    with open(path, "w") as fh:
-        fh.write(value)
 
 
 def netns_pids(netns: str) -> list[int]:

@@ -16,8 +16,7 @@ import random
 import socket
 import struct
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTM_GETLINK, RTM_NEWNEIGH
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
+from netem.nsutil import in_netns
 from testbed.errors import TestbedError
 from testbed.ledger import Entry, Outcome, Undoer, one_by_one, undoes
 
@@ -82,28 +82,6 @@ def _oserror(what: str, name: str) -> NetnsError:
 def _setns(fd: int, name: str) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         raise _oserror("setns", name)
-
-
-@contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the block with the calling thread in namespace `name`; always switches back."""
-    with _netns_lock:
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        try:
-            try:
-                target = os.open(netns_path(name), os.O_RDONLY)
-            except FileNotFoundError as exc:
-                raise NetnsError(f"netns {name}: does not exist") from exc
-            try:
-                _setns(target, name)
-            finally:
-                os.close(target)
-            try:
-                yield
-            finally:
-                _setns(home, "(original)")
-        finally:
-            os.close(home)
 
 
 def _ensure_run_dir() -> None:

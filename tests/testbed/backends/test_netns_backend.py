@@ -87,7 +87,8 @@ def test_tcp_transfer_is_intact(net) -> None:
     srv = net.backend.spawn("b", [sys.executable, "-c", server, b_ip],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     net.backend.exec("a", [sys.executable, "-c", client, b_ip], timeout_s=30)
-    out, err = srv.communicate(timeout=30)
+    assert srv.popen is not None
+    out, err = srv.popen.communicate(timeout=30)
     expected = hashlib.sha256(bytes((i * 7919) % 251 for i in range(size))).hexdigest()
     assert out.decode().split() == [str(size), expected], err.decode()
 
@@ -128,7 +129,8 @@ def test_spawned_process_is_stopped_by_teardown(net) -> None:
     assert proc.pid in group.pids()
     report = teardown([entry], net.runner)
     assert [e.name for e in report.removed] == [entry.name]
-    proc.wait(timeout=5)
+    assert proc.popen is not None
+    proc.popen.wait(timeout=5)
     assert not process_alive(proc.pid, entry.details["start_ticks"])
 
 

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from netem.nsutil import NetnsNotFoundError
 from testbed.fabric.netlink import (
     NetlinkBatchError,
     NetnsError,
@@ -49,7 +50,7 @@ def test_create_enter_remove(root_only, unique_prefix) -> None:
         assert remove_netns(ns) is True
     assert remove_netns(ns) is False
     assert ns not in list_netns()
-    with pytest.raises(NetnsError, match="does not exist"), in_netns(ns):
+    with pytest.raises(NetnsNotFoundError, match="does not exist"), in_netns(ns):
         pass
 
 

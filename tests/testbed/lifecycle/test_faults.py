@@ -23,10 +23,10 @@ from testbed.cli.main import main
 from testbed.lifecycle.control import request
 from testbed.lifecycle.faults import DROP_KEYS, shaper_delta
 from testbed.lifecycle.session import Prepared, hold, prepare, summarize
+from testbed.sysrun import process_state
 from testbed.workloads.downlink_files import fault_losses, sender_tallies
 from testbed.workloads.pool import AGENT_PORT
 from testbed.workloads.registry import workload_for
-from testbed.sysrun import process_state
 
 DOWNLINK_MBPS = 10
 """Low enough that 27 satellites sending ~4.5 MB each keep the downlink busy for the whole run,
