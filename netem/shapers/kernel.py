@@ -180,8 +180,11 @@ def netem_params(state: LinkState) -> tcr.NetemParams:
 
 
 def needs_netem(state: LinkState) -> dict[str, object]:
-    """The fields of `state` that only netem can emulate, with their values."""
+    """The fields of `state` that only netem can emulate, with their values. A down state
+    (rate 0) needs none: the child's zero-length queue drops every frame."""
     out: dict[str, object] = {}
+    if state.rate_bps == 0:
+        return out
     if state.delay_us:
         out["delay_us"] = state.delay_us
     if state.jitter_us:

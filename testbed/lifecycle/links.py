@@ -62,6 +62,9 @@ class LinkBook:
     plan: AddressPlan
     stations: set[str]
     records: dict[str, LinkRecord] = field(default_factory=dict)
+    isl_delay: bool = True
+    """False with `links.isl.delay: none`: ISL states carry rate only (routing still sees the
+    geometric delay in the records)."""
 
     def __post_init__(self) -> None:
         for link in self.plan.links:
@@ -79,13 +82,15 @@ class LinkBook:
         ab, ba = direction_keys(r.link)
         if not r.up:
             # loss 1: frames reaching a down link are dropped and counted (dropped_loss), not
-            # held at rate 0 and sent stale when the link comes back
+            # held at rate 0 and sent stale when the link comes back (the kernel shaper drops
+            # them with a zero-length queue)
             down = LinkState(rate_bps=DOWN_RATE_BPS, delay_us=0, loss_ratio=1.0,
                              name=r.link.name)
             return {ab: down, ba: down}
         if r.kind == "isl":
             rate = int(r.rate_bps or 0)
-            state = LinkState(rate_bps=rate, delay_us=r.delay_us, name=r.link.name)
+            state = LinkState(rate_bps=rate, delay_us=r.delay_us if self.isl_delay else 0,
+                              name=r.link.name)
             return {ab: state, ba: state}
         g = self.scenario.links.ground
         down_key = self.downlink_key(r)

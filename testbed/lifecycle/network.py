@@ -18,12 +18,15 @@ from controller.api import get_routes, push_snapshot, wait_applied
 from controller.model import Snapshot
 from controller.process import ControllerProcess
 from netem.linkstate import LinkState
+from netem.probe import Capabilities, probe_capabilities
+from netem.shapers import shaper_class
+from netem.shapers.base import Shaper
 from netem.shapers.userspace import UserspaceLink, UserspaceShaper
 from netem.shapers.userspace_pair import disable_offloads
 from netem.shapers.userspace_program import TraceProgram
 from testbed.backends.base import BackendContext, NodeBackend, create_backend
 from testbed.cgroups import Budget
-from testbed.errors import TestbedError
+from testbed.errors import InputError, TestbedError
 from testbed.fabric.addressing import AddressPlan, LinkSpec, NodeSpec
 from testbed.fabric.ovs import FabricConfig, OvsFabric
 from testbed.ledger import Ledger, process_entry_details
@@ -54,14 +57,37 @@ def free_tcp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def build_plan(timeline: Timeline, prefix: str) -> AddressPlan:
-    """Nodes of the timeline; one link for every node pair that is ever up."""
+def isl_shaper(scenario: Scenario, caps: Capabilities | None = None) -> str:
+    """Which shaper ISLs get: `links.isl.shaper`, with `auto` resolved against the kernel.
+
+    The kernel's htb is cheaper (no userspace hop) but without netem it can only apply rate:
+    it serves ISLs when netem is present or ISLs carry no delay (`links.isl.delay: none`).
+    Raises InputError when `kernel` is asked for links this kernel cannot emulate."""
+    isl = scenario.links.isl
+    if isl.shaper == "userspace":
+        return "userspace"
+    caps = caps or probe_capabilities()
+    able = caps.has("htb") and (caps.netem or isl.delay == "none")
+    if isl.shaper == "kernel" and not able:
+        raise InputError("links.isl.shaper: kernel, but ISL delay needs the netem qdisc, which "
+                         f"this kernel lacks ({caps.reason('netem')}); use links.isl.delay: "
+                         "none for rate-only ISLs, or shaper: userspace",
+                         field="links.isl.shaper")
+    return "kernel" if able else "userspace"
+
+
+def build_plan(timeline: Timeline, prefix: str, isl_shaper_name: str = "userspace"
+               ) -> AddressPlan:
+    """Nodes of the timeline; one link for every node pair that is ever up. Ground links are
+    always userspace-shaped (they follow recorded traces); ISLs get `isl_shaper_name`."""
     nodes = [NodeSpec(n.name, n.kind) for n in timeline.nodes]
-    seen: dict[str, None] = {}
+    seen: dict[str, str] = {}
     for e in timeline.events:
         if e.kind == "up":
-            seen.setdefault(e.link, None)
-    links = [LinkSpec(*name.split("--"), shaper="userspace") for name in seen]
+            seen.setdefault(e.link, e.link_kind)
+    links = [LinkSpec(*name.split("--"),
+                      shaper=isl_shaper_name if kind == "isl" else "userspace")  # type: ignore[arg-type]
+             for name, kind in seen.items()]
     return AddressPlan.build(prefix, nodes, links)
 
 
@@ -77,7 +103,10 @@ class Network:
     progress: Progress | None = None
     plan: AddressPlan | None = None
     book: LinkBook | None = None
-    shaper: UserspaceShaper | None = None
+    shapers: dict[str, Shaper] = field(default_factory=dict)
+    """Shaper name ("userspace", "kernel") -> the shaper serving this run's links."""
+    shaper_of: dict[str, str] = field(default_factory=dict)
+    """Direction key -> the name of the shaper that shapes it."""
     controller: ControllerProcess | None = None
     backends: dict[str, NodeBackend] = field(default_factory=dict)
     """Node role ("satellite", "ground") -> the backend that makes nodes of that role."""
@@ -138,10 +167,11 @@ class Network:
     def up(self) -> None:
         static = self.scenario.backend.routing == "static"
         prefix = run_prefix(self.scenario.name)
-        self.plan = plan = build_plan(self.timeline, prefix)
+        self.plan = plan = build_plan(self.timeline, prefix, isl_shaper(self.scenario))
         self.run_dir.write_json(self.run_dir.state, {"prefix": prefix, "plan": plan.to_dict()})
         stations = {n.name for n in self.timeline.nodes if n.kind == "ground"}
-        self.book = LinkBook(self.scenario, plan, stations)
+        self.book = LinkBook(self.scenario, plan, stations,
+                             isl_delay=self.scenario.links.isl.delay == "propagation")
 
         of_port = None if static else free_tcp_port()
         self.fabric = fabric = OvsFabric(self.runner, self.ledger, FabricConfig(
@@ -186,19 +216,44 @@ class Network:
         self.pusher = RoutePusher(self.routing, record_path=self.run_dir.route_changes)
 
     def _make_shaper(self) -> None:
+        """The shapers the plan's links ask for (netem.shapers registry): one userspace worker
+        for every userspace link, the kernel shaper (htb on the veth ends' egress) for the
+        others; `shaper_of` says which shapes each direction."""
         assert self.plan is not None and self.book is not None
-        self.shaper = UserspaceShaper(seed=self.scenario.seed)  # reproducible loss draws
-        self.ledger.record("process", "shaper", **process_entry_details(self.shaper.pid))
         initial = self.book.initial_states()
-        for i, link in enumerate(self.plan.links):
+        by_kind = {kind: [link for link in self.plan.links if link.shaper == kind]
+                   for kind in ("userspace", "kernel")}
+        if by_kind["userspace"]:
+            shaper = shaper_class("userspace")(seed=self.scenario.seed)  # reproducible loss
+            self.ledger.record("process", "shaper", **process_entry_details(shaper.pid))
+            self.shapers["userspace"] = shaper
+        if by_kind["kernel"]:
+            self.shapers["kernel"] = shaper_class("kernel")(probe_capabilities(),
+                                                             rate_qdisc="htb")
+        done = 0
+        for link in by_kind["userspace"]:
             assert link.shaper_ifnames is not None
             for ifname in (link.a.ifname, link.b.ifname, *link.shaper_ifnames):
                 disable_offloads(ifname, None)
             ab, ba = direction_keys(link)
-            self.shaper.add_link(UserspaceLink(link.name, link.shaper_ifnames[0],
-                                               link.shaper_ifnames[1], a_to_b=ab, b_to_a=ba),
-                                 initial[ab], initial[ba])
-            self._step("links", i + 1, len(self.plan.links))
+            self.shapers["userspace"].add_link(  # type: ignore[attr-defined]
+                UserspaceLink(link.name, link.shaper_ifnames[0], link.shaper_ifnames[1],
+                              a_to_b=ab, b_to_a=ba), initial[ab], initial[ba])
+            self.shaper_of.update({ab: "userspace", ba: "userspace"})
+            done += 1
+            self._step("links", done, len(self.plan.links))
+        for link in by_kind["kernel"]:
+            for ifname in (link.a.ifname, link.b.ifname):
+                disable_offloads(ifname, None)
+            ab, ba = direction_keys(link)
+            # a frame from a's bridge to b's leaves through a's veth end: its egress shapes a->b
+            for key, ifname in ((ab, link.a.ifname), (ba, link.b.ifname)):
+                self.ledger.record("qdisc", f"{ifname}:root", ifname=ifname, parent="root")
+                self.shapers["kernel"].add_direction(  # type: ignore[attr-defined]
+                    key, ifname, None, initial[key])
+                self.shaper_of[key] = "kernel"
+            done += 1
+            self._step("links", done, len(self.plan.links))
         g = self.scenario.links.ground
         # Read and parse each direction spec once: every satellite's ground link plays the same
         # recorded link (thousands of links, one trace in memory).
@@ -249,6 +304,11 @@ class Network:
         """Scenario time zero is `start_ns` on the monotonic clock (aligns trace replay)."""
         self.start_ns = start_ns
 
+    @property
+    def shaper(self) -> UserspaceShaper | None:
+        """The userspace shaper (ground links, and ISLs it shapes), if this run has one."""
+        return self.shapers.get("userspace")  # type: ignore[return-value]
+
     def _sync_following(self, states: dict[str, LinkState]) -> None:
         """Ground-link directions follow their trace while up, and stop while down."""
         assert self.shaper is not None
@@ -266,12 +326,19 @@ class Network:
                       scheduled_ns: int | None = None) -> None:
         """Direction states to the shaper in one call: a ground direction going down stops
         following its trace first, one coming up starts after."""
-        assert self.shaper is not None
         if not states:
             return
         with self.lock:
             self._sync_following({k: s for k, s in states.items() if s.rate_bps == 0})
-            self.shaper.apply_many(states, scheduled_ns=scheduled_ns)
+            split: dict[str, dict[str, LinkState]] = {}
+            for key, state in states.items():
+                split.setdefault(self.shaper_of[key], {})[key] = state
+            for name, part in split.items():
+                if name == "userspace":
+                    self.shapers[name].apply_many(  # type: ignore[call-arg]
+                        part, scheduled_ns=scheduled_ns)
+                else:
+                    self.shapers[name].apply_many(part)
             self._sync_following({k: s for k, s in states.items() if s.rate_bps > 0})
 
     def apply_events(self, events: Sequence[LinkEvent], scheduled_ns: int | None = None
@@ -282,7 +349,7 @@ class Network:
         topology are in effect (the route pusher runs the deferred down); everything else
         (links coming up, rate and delay changes) applies at once.
         """
-        assert self.book is not None and self.shaper is not None
+        assert self.book is not None
         with self.lock:
             now: dict[str, LinkState] = {}
             departing: list[str] = []
@@ -309,7 +376,7 @@ class Network:
         Runs once the new routes are in effect, after a short grace: frames already inside
         the userspace datapath on their way to the old link (each bridge crossing costs up to
         a few ms here) still reach it while it is up."""
-        assert self.book is not None and self.shaper is not None
+        assert self.book is not None
         time.sleep(MAKE_BEFORE_BREAK_GRACE_S)
         with self.lock:
             states: dict[str, LinkState] = {}
@@ -369,8 +436,9 @@ class Network:
         errors: list[str] = []
         if self.pusher is not None:
             self.pusher.close(timeout_s=10.0)
-        for name, stop in (("shaper", self.shaper.close if self.shaper else None),
-                           ("controller", self.controller.stop if self.controller else None)):
+        stops = [(f"{name} shaper", shaper.close) for name, shaper in self.shapers.items()]
+        stops.append(("controller", self.controller.stop if self.controller else None))
+        for name, stop in stops:
             if stop is None:
                 continue
             try:

@@ -159,6 +159,13 @@ class IslSpec(Strict):
     capacity: Literal["link-budget", "constant"] = "link-budget"
     rate_mbps: float | None = Field(None, gt=0, description="with capacity: constant")
     link_budget: LinkBudgetSpec = LinkBudgetSpec()
+    delay: Literal["propagation", "none"] = Field(
+        "propagation", description="ISL one-way delay from geometry, or none (rate-only links; "
+        "routes still prefer short paths)")
+    shaper: Literal["auto", "userspace", "kernel"] = Field(
+        "auto", description="what shapes ISLs: the kernel's htb (no userspace hop; delay needs "
+        "netem) or the userspace shaper; auto: kernel where the kernel can do everything the "
+        "links need (netem present, or delay: none), userspace otherwise")
 
     @model_validator(mode="after")
     def _constant_rate(self) -> IslSpec:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nodes import client
+from nodes.errors import NodeError
 from testbed.backends.base import NodeProcess
 from testbed.errors import TestbedError
 
@@ -70,7 +71,7 @@ def map_nodes(fn: Callable[[str], Any], names: Iterable[str], *, workers: int = 
     for name, fut in futures.items():
         try:
             out[name] = fut.result()
-        except (TestbedError, client.NodeError, OSError) as exc:
+        except (TestbedError, NodeError, OSError) as exc:
             raise AgentError(f"node {name}: {exc}") from exc
     return out
 

@@ -23,8 +23,9 @@ links:
     policy: highest-elevation
     downlink: {{rate_mbps: 50, delay: propagation}}
     uplink: {{rate_mbps: 10, delay: propagation}}
-  isl: {{max_range_km: 20000, capacity: constant, rate_mbps: 50}}
+  isl: {{max_range_km: 20000, capacity: constant, rate_mbps: 50{isl}}}
 timeline: {{step_s: 5}}
+nodes: {{agents: {agents}}}
 outputs: {{dir: "{out}"}}
 """
 
@@ -50,10 +51,14 @@ def small_scenario(tmp_path: Path, unique_prefix: str):
     require_root()
     require_binary("ovs-vsctl", "ip", "ping", "ethtool")
 
-    def make(duration: float = 30, speed: float = 1.0) -> Path:
+    def make(duration: float = 30, speed: float = 1.0, isl: str = "",
+             agents: str = "on-demand") -> Path:
+        """`isl`: more keys of links.isl, e.g. ", delay: none, shaper: kernel"; `agents`:
+        nodes.agents (on demand by default: tests without a workload start none)."""
         path = tmp_path / "small.yaml"
         path.write_text(SMALL.format(name=f"life-{unique_prefix}", duration=duration,
-                                     speed=speed, out=tmp_path / "runs"))
+                                     speed=speed, out=tmp_path / "runs", isl=isl,
+                                     agents=agents))
         return path
 
     return make

@@ -167,7 +167,7 @@ class _NetworkHandle:
         self.net: Any = None
         self.ready = threading.Event()
 
-    def start(self, net: Any) -> None:
+    def start(self, net: Any, pool: Any = None) -> None:
         self.net = net
         self.ready.set()
 
@@ -477,4 +477,61 @@ def test_ping_across_a_scheduled_handover_loses_nothing(handover_scenario: Path)
     assert min(excess_after) >= -0.5, (min(excess_after), after_path)
     assert min(excess_after) == pytest.approx(crossings * per_crossing_ms, abs=3.0), \
         (min(excess_after), crossings, per_crossing_ms)
+    assert leftovers(prefix) == {"netns": [], "links": [], "bridges": []}
+
+
+# --- 1b: rate-only ISLs on the kernel's htb -------------------------------------------------
+
+def _tcp_across_kernel_isls(prep: Prepared, handle: _NetworkHandle,
+                            checks: dict[str, Any]) -> None:
+    """Beside hold(): TCP between two satellites one or two ISL hops apart, and the qdiscs."""
+    try:
+        wait_for(prep.run_dir.status, 60)
+        if not handle.ready.wait(30):
+            raise AssertionError("hold() did not start the workload")
+        nodes = _nodes(prep)
+        live, table = _routes_in_effect(prep.run_dir.path / "control.sock")
+        src = "walker-p0-s0"
+        dst = sorted(n["name"] for n in nodes.values() for r in table.routes
+                     if n["role"] == "satellite" and r.node == src
+                     and r.ipv4_dst == n["data_ip"] and r.hops in (1, 2))[0]
+        checks["path"] = _path_nodes(table, src, nodes[dst]["data_ip"])
+        net = handle.net
+        checks["shaper_of"] = dict(net.shaper_of)
+        first = next(lk for lk in net.plan.links
+                     if {lk.a.node, lk.b.node} == set(checks["path"][:2]))
+        end = first.a.ifname if first.a.node == src else first.b.ifname
+        checks["qdisc"] = subprocess.run(["tc", "qdisc", "show", "dev", end],
+                                         capture_output=True, text=True, check=True).stdout
+        checks["tcp"] = _iperf(nodes[dst], nodes[src], [], time_s=6)
+    except BaseException as exc:  # noqa: BLE001 - reported by the test in the main thread
+        checks["error"] = exc
+
+
+def test_rate_only_isls_are_shaped_by_the_kernel_htb(small_scenario) -> None:
+    """`links.isl.delay: none` + `shaper: kernel`: ISL directions go to the kernel shaper (htb
+    on each veth end's egress, no userspace hop), ground links stay userspace, and TCP across
+    them is bounded by the programmed 50 Mbit/s."""
+    require_binary("iperf3", "ss", "tc")
+    prep = prepare(small_scenario(duration=20, speed=1.0, isl=", delay: none, shaper: kernel"))
+    prefix = run_prefix(prep.scenario.name)
+    checks: dict[str, Any] = {}
+    handle = _NetworkHandle()
+    prober = threading.Thread(target=_tcp_across_kernel_isls, args=(prep, handle, checks))
+    prober.start()
+    held = hold(prep, report=lambda m: None, workload=handle)
+    prober.join(timeout=60)
+    assert "error" not in checks, checks.get("error")
+    kinds = {key.split("/")[0]: name for key, name in checks["shaper_of"].items()}
+    isl = {link: name for link, name in kinds.items() if "gs" not in link.split("--")}
+    ground = {link: name for link, name in kinds.items() if "gs" in link.split("--")}
+    assert isl and set(isl.values()) == {"kernel"}
+    assert ground and set(ground.values()) == {"userspace"}
+    assert "htb" in checks["qdisc"], checks["qdisc"]
+    mean_bps, intervals_bps, _ = _received(checks["tcp"])
+    ceiling_bps = 50_000_000 * TCP_PAYLOAD_BYTES / ETH_IP_TCP_FRAME_BYTES
+    _check_rate(mean_bps, intervals_bps, ceiling_bps,
+                f"path {'>'.join(checks['path'])}: TCP {mean_bps / 1e6:.1f} Mbit/s, intervals "
+                f"{_mbps(intervals_bps)}")
+    assert held.teardown is not None and held.teardown.ok, held.teardown.summary()
     assert leftovers(prefix) == {"netns": [], "links": [], "bridges": []}
