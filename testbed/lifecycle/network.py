@@ -19,23 +19,19 @@ from controller.model import Snapshot
 from controller.process import ControllerProcess
 from netem.linkstate import LinkState
 from netem.probe import Capabilities, probe_capabilities
-from netem.shapers import shaper_class
 from netem.shapers.base import Shaper
-from netem.shapers.userspace import UserspaceLink, UserspaceShaper
-from netem.shapers.userspace_pair import disable_offloads
+from netem.shapers.userspace import UserspaceShaper
 from netem.shapers.userspace_program import TraceProgram
-from testbed.backends.base import BackendContext, NodeBackend, create_backend
-from testbed.cgroups import Budget
+from testbed.backends.base import NodeBackend
 from testbed.errors import InputError, TestbedError
 from testbed.fabric.addressing import AddressPlan, LinkSpec, NodeSpec
-from testbed.fabric.ovs import FabricConfig, OvsFabric
+from testbed.fabric.ovs import OvsFabric
 from testbed.ledger import Ledger, process_entry_details
-from testbed.lifecycle.links import LinkBook, direction_keys, trace_program
-from testbed.lifecycle.routes import ControllerRoutes, RouteProgrammer, RoutePusher
+from testbed.lifecycle.links import LinkBook
+from testbed.lifecycle.routes import RouteProgrammer, RoutePusher
 from testbed.lifecycle.run_dir import RunDir
 from testbed.lifecycle.snapshot import capture_topology, snapshot_from_state
 from testbed.lifecycle.static_routing import StaticRouting
-from testbed.profiles import budget_for, calibrate, get_profile, profile_from_mapping
 from testbed.scenario.model import Scenario
 from testbed.sysrun import Runner
 from testbed.timeline.model import LinkEvent, Timeline
@@ -93,24 +89,29 @@ def build_plan(timeline: Timeline, prefix: str, isl_shaper_name: str = "userspac
 
 @dataclass
 class Network:
-    """Create with `up()`; drive with `apply_events()`; `stop_processes()` at the end."""
+    """A running network: made by `Network.up(...)` (every field set), driven with
+    `apply_events()`, ended with `stop_processes()` (the ledger removes the rest)."""
 
     scenario: Scenario
     timeline: Timeline
     run_dir: RunDir
     runner: Runner
     ledger: Ledger
-    progress: Progress | None = None
-    plan: AddressPlan | None = None
-    book: LinkBook | None = None
-    shapers: dict[str, Shaper] = field(default_factory=dict)
-    """Shaper name ("userspace", "kernel") -> the shaper serving this run's links."""
-    shaper_of: dict[str, str] = field(default_factory=dict)
-    """Direction key -> the name of the shaper that shapes it."""
-    controller: ControllerProcess | None = None
-    backends: dict[str, NodeBackend] = field(default_factory=dict)
+    plan: AddressPlan
+    book: LinkBook
+    fabric: OvsFabric
+    backends: dict[str, NodeBackend]
     """Node role ("satellite", "ground") -> the backend that makes nodes of that role."""
-    fabric: OvsFabric | None = None
+    shapers: dict[str, Shaper]
+    """Shaper name ("userspace", "kernel") -> the shaper serving this run's links."""
+    shaper_of: dict[str, str]
+    """Direction key -> the name of the shaper that shapes it."""
+    routing: RouteProgrammer
+    pusher: RoutePusher
+    controller: ControllerProcess | None = None
+    """None with `backend.routing: static` (no controller)."""
+    static_routing: StaticRouting | None = None
+    """Set with `backend.routing: static`."""
     generation: int = 0
     down_nodes: set[str] = field(default_factory=set)
     start_ns: int = 0
@@ -118,172 +119,38 @@ class Network:
     ground_programs: dict[str, TraceProgram | None] = field(default_factory=dict)
     """"downlink" / "uplink" -> what every ground link's direction plays (None: constant)."""
     following: set[str] = field(default_factory=set)
-    routing: RouteProgrammer | None = None
-    static_routing: StaticRouting | None = None
-    pusher: RoutePusher | None = None
     inventory: object = None
     """The lab inventory (testbed.inventory) for the libvirt and remote backends, or None."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     """Serialises the link book and the shaper between the clock, the route pusher's
     deferred downs and fault commands."""
 
-    def _step(self, name: str, done: int, total: int) -> None:
-        if self.progress is not None:
-            self.progress(name, done, total)
+    @classmethod
+    def up(cls, scenario: Scenario, timeline: Timeline, run_dir: RunDir, runner: Runner,
+           ledger: Ledger, *, progress: Progress | None = None, inventory: object = None
+           ) -> Network:
+        """Create the network of a run (nodes, fabric, shapers, controller, first routes) and
+        return it running. Everything is recorded in `ledger` before it exists; on failure
+        the processes started so far are stopped and the error propagates (the ledger's
+        teardown removes the rest)."""
+        from testbed.lifecycle.build import NetworkBuilder
 
-    # --- creation -------------------------------------------------------------------------------
-
-    def _budgets(self, plan: AddressPlan) -> dict[str, Budget]:
-        calibration = calibrate(self.run_dir.path.parent / ".cache")
-        custom = {name: profile_from_mapping(name, spec.model_dump())
-                  for name, spec in self.scenario.nodes.profiles.items()}
-        out = {}
-        for n in plan.nodes:
-            role = self.scenario.nodes.satellite if n.role == "satellite" else \
-                self.scenario.nodes.ground
-            profile = custom.get(role.profile) or get_profile(role.profile)
-            out[n.name] = budget_for(profile, calibration)
-        return out
+        return NetworkBuilder(scenario, timeline, run_dir, runner, ledger, progress,
+                              inventory).build()
 
     def backend_of(self, node: str) -> NodeBackend:
         """The backend that made node `node` (raises for unknown names, listing valid ones)."""
-        assert self.plan is not None
         return self.backends[self.plan.node(node).role]
-
-    def _make_backends(self, plan: AddressPlan, fabric: OvsFabric) -> None:
-        """One backend per distinct kind, from the registry; roles of the same kind share it."""
-        spec = self.scenario.backend
-        ctx = BackendContext(runner=self.runner, ledger=self.ledger, plan=plan,
-                             run_dir=self.run_dir.path,
-                             cache_dir=self.run_dir.path.parent / ".cache",
-                             options=dict(spec.options), inventory=self.inventory,
-                             fabric=fabric)
-        by_kind: dict[str, NodeBackend] = {}
-        for role, kind in (("satellite", spec.kind), ("ground", spec.ground)):
-            if kind not in by_kind:
-                by_kind[kind] = create_backend(kind, ctx)
-            self.backends[role] = by_kind[kind]
-
-    def up(self) -> None:
-        static = self.scenario.backend.routing == "static"
-        prefix = run_prefix(self.scenario.name)
-        self.plan = plan = build_plan(self.timeline, prefix, isl_shaper(self.scenario))
-        self.run_dir.write_json(self.run_dir.state, {"prefix": prefix, "plan": plan.to_dict()})
-        stations = {n.name for n in self.timeline.nodes if n.kind == "ground"}
-        self.book = LinkBook(self.scenario, plan, stations,
-                             isl_delay=self.scenario.links.isl.delay == "propagation")
-
-        of_port = None if static else free_tcp_port()
-        self.fabric = fabric = OvsFabric(self.runner, self.ledger, FabricConfig(
-            datapath_type=self.scenario.backend.ovs_datapath, controller_port=of_port))
-        self._make_backends(plan, fabric)
-        self._step("open vswitch", 0, 1)
-        fabric.ensure_daemon()
-        self._step("open vswitch", 1, 1)
-
-        if of_port is not None:
-            self.controller = ControllerProcess(
-                of_port=of_port, api_port=free_tcp_port(),
-                log_path=self.run_dir.logs / "controller.log",
-                state_path=self.run_dir.path / "controller-state.json")
-            self.controller.start()
-            assert self.controller.pid is not None
-            self.ledger.record("process", "controller",
-                               **process_entry_details(self.controller.pid))
-
-        self._step("nodes", 0, len(plan.nodes))
-        distinct = list({id(b): b for b in self.backends.values()}.values())
-        for backend in distinct:
-            backend.create_management()
-        fabric.create_bridges(list(plan.nodes), internal_port=lambda n: self.backends[
-            n.role].data_port == "internal")
-        budgets = self._budgets(plan)
-        for backend in distinct:
-            mine = [n for n in plan.nodes if self.backends[n.role] is backend]
-            backend.create_nodes(mine, budgets={n.name: budgets[n.name] for n in mine})
-        self._step("nodes", len(plan.nodes), len(plan.nodes))
-        self._step("links", 0, len(plan.links))
-        fabric.create_links(list(plan.links))
-        self._make_shaper()
-        self._step("links", len(plan.links), len(plan.links))
-        if self.controller is None:
-            self.static_routing = StaticRouting(plan, self.runner)
-            self.static_routing.setup()
-            self.routing = self.static_routing
-        else:
-            self.routing = ControllerRoutes(self.controller.endpoint, timeout_s=120.0)
-        self._push(label="initial")
-        self.pusher = RoutePusher(self.routing, record_path=self.run_dir.route_changes)
-
-    def _make_shaper(self) -> None:
-        """The shapers the plan's links ask for (netem.shapers registry): one userspace worker
-        for every userspace link, the kernel shaper (htb on the veth ends' egress) for the
-        others; `shaper_of` says which shapes each direction."""
-        assert self.plan is not None and self.book is not None
-        initial = self.book.initial_states()
-        by_kind = {kind: [link for link in self.plan.links if link.shaper == kind]
-                   for kind in ("userspace", "kernel")}
-        if by_kind["userspace"]:
-            shaper = shaper_class("userspace")(seed=self.scenario.seed)  # reproducible loss
-            self.ledger.record("process", "shaper", **process_entry_details(shaper.pid))
-            self.shapers["userspace"] = shaper
-        if by_kind["kernel"]:
-            self.shapers["kernel"] = shaper_class("kernel")(probe_capabilities(),
-                                                             rate_qdisc="htb")
-        done = 0
-        for link in by_kind["userspace"]:
-            assert link.shaper_ifnames is not None
-            for ifname in (link.a.ifname, link.b.ifname, *link.shaper_ifnames):
-                disable_offloads(ifname, None)
-            ab, ba = direction_keys(link)
-            self.shapers["userspace"].add_link(  # type: ignore[attr-defined]
-                UserspaceLink(link.name, link.shaper_ifnames[0], link.shaper_ifnames[1],
-                              a_to_b=ab, b_to_a=ba), initial[ab], initial[ba])
-            self.shaper_of.update({ab: "userspace", ba: "userspace"})
-            done += 1
-            self._step("links", done, len(self.plan.links))
-        for link in by_kind["kernel"]:
-            for ifname in (link.a.ifname, link.b.ifname):
-                disable_offloads(ifname, None)
-            ab, ba = direction_keys(link)
-            # a frame from a's bridge to b's leaves through a's veth end: its egress shapes a->b
-            for key, ifname in ((ab, link.a.ifname), (ba, link.b.ifname)):
-                self.ledger.record("qdisc", f"{ifname}:root", ifname=ifname, parent="root")
-                self.shapers["kernel"].add_direction(  # type: ignore[attr-defined]
-                    key, ifname, None, initial[key])
-                self.shaper_of[key] = "kernel"
-            done += 1
-            self._step("links", done, len(self.plan.links))
-        g = self.scenario.links.ground
-        # Read and parse each direction spec once: every satellite's ground link plays the same
-        # recorded link (thousands of links, one trace in memory).
-        self.ground_programs = {"downlink": trace_program(g.downlink, "downlink"),
-                                "uplink": trace_program(g.uplink, "uplink")}
-        for r in self.book.records.values():
-            if r.kind == "ground":
-                down_key = self.book.downlink_key(r)
-                ab, ba = direction_keys(r.link)
-                up_key = ba if down_key == ab else ab
-                for key, which in ((down_key, "downlink"), (up_key, "uplink")):
-                    program = self.ground_programs[which]
-                    if program is not None:
-                        self.programs[key] = program
 
     # --- driving ----------------------------------------------------------------------------------
 
     def _push(self, label: str, scheduled_ns: int | None = None,
               deferred: Callable[[], None] | None = None, wait: bool = False) -> None:
-        """Hand the current topology to the route pusher (the first one synchronously).
+        """Hand the current topology to the route pusher.
 
         `wait`: return only once the routes are in effect (fault commands: their caller
         expects the network to have routed around the fault when the command returns)."""
-        assert self.routing is not None
         generation, make = self._next_snapshot(label)
-        if self.pusher is None:
-            self.routing.apply(make())
-            if deferred is not None:
-                deferred()
-            return
         self.pusher.submit(make, generation=generation, label=label,
                            scheduled_ns=scheduled_ns, deferred=deferred)
         if wait and not self.pusher.drain(timeout_s=60.0):
@@ -292,7 +159,6 @@ class Network:
     def _next_snapshot(self, label: str) -> tuple[int, Callable[[], Snapshot]]:
         """A new generation of the current topology: captured now (microseconds), built by
         whoever calls the returned function (milliseconds, off the clock's thread)."""
-        assert self.plan is not None and self.book is not None
         with self.lock:
             self.generation += 1
             generation = self.generation
@@ -311,7 +177,6 @@ class Network:
 
     def _sync_following(self, states: dict[str, LinkState]) -> None:
         """Ground-link directions follow their trace while up, and stop while down."""
-        assert self.shaper is not None
         for key, state in states.items():
             if key not in self.programs:
                 continue
@@ -349,7 +214,6 @@ class Network:
         topology are in effect (the route pusher runs the deferred down); everything else
         (links coming up, rate and delay changes) applies at once.
         """
-        assert self.book is not None
         with self.lock:
             now: dict[str, LinkState] = {}
             departing: list[str] = []
@@ -376,7 +240,6 @@ class Network:
         Runs once the new routes are in effect, after a short grace: frames already inside
         the userspace datapath on their way to the old link (each bridge crossing costs up to
         a few ms here) still reach it while it is up."""
-        assert self.book is not None
         time.sleep(MAKE_BEFORE_BREAK_GRACE_S)
         with self.lock:
             states: dict[str, LinkState] = {}
@@ -392,7 +255,6 @@ class Network:
         self._push(label=f"fault: {'restore' if up else 'cut'} {link_name}", wait=True)
 
     def kill_node(self, name: str) -> None:
-        assert self.plan is not None
         self.plan.node(name)  # raises for unknown names, listing some valid ones
         self.down_nodes.add(name)
         self.set_links(self.node_links(name), up=False)
@@ -405,7 +267,6 @@ class Network:
         if self.controller is None:
             raise TestbedError("this run routes with backend.routing: static; it has no "
                                "controller to restart")
-        assert self.pusher is not None
         with self.pusher.lock:
             t0 = time.monotonic()
             self.controller.kill()
@@ -452,13 +313,11 @@ class Network:
 
     def node_links(self, name: str) -> list[str]:
         """Names of the links that end at node `name` (up or down)."""
-        assert self.plan is not None
         return [link.name for link in self.plan.links if name in (link.a.node, link.b.node)]
 
     def set_links(self, link_names: Sequence[str], up: bool) -> None:
         """Force links up (with their current values) or down in the book and the shaper, in
         one batch; routes are not changed (`reroute`, `kill_node`, `revive_node` do that)."""
-        assert self.book is not None
         with self.lock:
             states: dict[str, LinkState] = {}
             for name in link_names:

@@ -103,6 +103,9 @@ class Prepared:
     timeline: Timeline
     run_dir: RunDir
     leftovers: TeardownReport | None
+    inventory: object = None
+    """The lab inventory named by `backend.inventory` (libvirt and remote backends), loaded
+    and checked by `prepare`."""
 
 
 def prepare(scenario_path: Path, *, speed: float | None = None,
@@ -193,16 +196,18 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
     faults: FaultInjector | None = None
     pool: AgentPool | None = None
     with _sigterm_as_interrupt(), Ledger(run_dir.ledger) as ledger:
-        net = Network(scenario, prep.timeline, run_dir, Runner(), ledger, progress=progress)
+        net: Network | None = None
         clock: RunClock | None = None
         observe = Observers([*observers], report)
         if progress is not None:
             observe.observers.append(ProgressObserver(progress, scenario.duration_s))
         try:
-            net.up()
+            net = Network.up(scenario, prep.timeline, run_dir, Runner(), ledger,
+                             progress=progress, inventory=prep.inventory)
+            live_net = net
             observe.observers.append(StatusFileObserver(
                 lambda rec: run_dir.write_json(run_dir.status,
-                                               _live_status(net, rec, held.faults))))
+                                               _live_status(live_net, rec, held.faults))))
             pool = AgentPool(net, run_dir=run_dir.path, results_dir=run_dir.results,
                              logs_dir=run_dir.logs)
             eager = agents_eager(scenario, len(net.plan.nodes)) or serve
@@ -219,7 +224,7 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
                                    on_fault=observe.on_fault)
 
             def handle(req: dict[str, Any]) -> dict[str, Any]:
-                return _control(net, clock, req, faults, pool)
+                return _control(live_net, clock, req, faults, pool)
 
             control = ControlServer(run_dir.path / "control.sock", handle)
             if workload is not None:
@@ -245,7 +250,7 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
                     held.workload = workload.stop()
                 if faults is not None:
                     faults.finish()  # the workload's losses per fault
-                held.counters = net.counters() if net.shaper is not None else {}
+                held.counters = net.counters() if net is not None else {}
                 observe.on_end(held)
             except (TestbedError, OSError) as exc:
                 report(f"collecting results failed: {exc}")
@@ -255,9 +260,10 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
                 try:
                     if pool is not None:
                         pool.stop()
-                    net.stop_processes()
+                    if net is not None:
+                        net.stop_processes()
                 finally:
-                    if net.pusher is not None:
+                    if net is not None:
                         held.route_changes = net.pusher.summary()
                     if not keep:
                         held.teardown = teardown(ledger, Runner())
