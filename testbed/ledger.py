@@ -16,6 +16,7 @@ Does not create anything itself: the backends, the fabric and the shapers do, an
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import random
@@ -37,6 +38,7 @@ from testbed.sysrun import (
 
 KINDS = (
     "netns", "link", "ovs-bridge", "ovs-port", "qdisc", "cgroup", "process", "file", "dir",
+    "remote-process", "remote-dir",  # undone in testbed.backends.remote_undo
 )
 
 Status = Literal["removed", "absent", "failed"]
@@ -177,6 +179,22 @@ class Ledger:
 
 UndoFn = Callable[["Undoer", Sequence[Entry]], list[Outcome]]
 UNDO: dict[str, UndoFn] = {}
+UNDO_MODULES: dict[str, str] = {
+    "remote-process": "testbed.backends.remote_undo",
+    "remote-dir": "testbed.backends.remote_undo",
+}
+"""Kinds whose undo is registered beside the code that creates them, in a module `teardown`
+imports on first need (so `down` in a fresh process finds it without importing every backend)."""
+
+
+def undo_function(kind: str) -> UndoFn:
+    """The undo registered for `kind` (importing its module if needed); LedgerError if none."""
+    if kind not in UNDO and kind in UNDO_MODULES:
+        importlib.import_module(UNDO_MODULES[kind])
+    try:
+        return UNDO[kind]
+    except KeyError:
+        raise LedgerError(f"unknown ledger kind {kind!r}; choose: " + ", ".join(KINDS)) from None
 
 
 def undoes(kind: str) -> Callable[[UndoFn], UndoFn]:
@@ -207,8 +225,11 @@ def teardown(
     items = entries.entries() if isinstance(entries, Ledger) else list(entries)
     for e in items:
         if e.kind not in UNDO:
-            raise LedgerError(f"ledger entry {e.name!r}: unknown kind {e.kind!r}; choose: "
-                              + ", ".join(KINDS))
+            try:
+                undo_function(e.kind)
+            except LedgerError:
+                raise LedgerError(f"ledger entry {e.name!r}: unknown kind {e.kind!r}; choose: "
+                                  + ", ".join(KINDS)) from None
     undoer = undoer or Undoer(runner)
     report = TeardownReport()
     ordered = sorted(items, key=lambda e: e.seq, reverse=True)
