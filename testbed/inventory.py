@@ -132,11 +132,9 @@ class Inventory(_Strict):
     @field_validator("hosts")
     @classmethod
     def _unique(cls, v: list[InventoryHost]) -> list[InventoryHost]:
-        seen: set[str] = set()
-        for h in v:
-            if h.name in seen:
-                raise ValueError(f"host name '{h.name}' appears twice")
-            seen.add(h.name)
+        index = _first_duplicate(v)
+        if index is not None:
+            raise ValueError(f"host name '{v[index].name}' appears twice")
         return v
 
     def host(self, name: str) -> InventoryHost:
@@ -150,6 +148,15 @@ class Inventory(_Strict):
     def by_role(self, role: Role) -> list[InventoryHost]:
         """Hosts of `role`, in file order."""
         return [h for h in self.hosts if h.role == role]
+
+
+def _first_duplicate(hosts: list[InventoryHost]) -> int | None:
+    seen: set[str] = set()
+    for i, h in enumerate(hosts):
+        if h.name in seen:
+            return i
+        seen.add(h.name)
+    return None
 
 
 def _owner(loc: Loc) -> type[BaseModel]:
@@ -186,6 +193,14 @@ def inventory_from_data(data: Any, source: SourceMap) -> Inventory:
     if not isinstance(data, dict):
         raise InventoryError("the top level must be a mapping with `hosts:`", path=source.path,
                              line=1)
+    hosts = data.get("hosts")
+    if isinstance(hosts, list):  # point at the second occurrence, not at `hosts:`
+        names = [h.get("name") if isinstance(h, dict) else None for h in hosts]
+        for i, name in enumerate(names):
+            if name is not None and name in names[:i]:
+                raise InventoryError(f"host name '{name}' appears twice", path=source.path,
+                                     line=source.line_of(("hosts", i, "name")),
+                                     field=f"hosts.{i}.name")
     try:
         # YAML gives str for paths; strict mode would refuse them, so paths validate in lax mode
         inv = Inventory.model_validate(_paths_as_path(data))
