@@ -19,9 +19,9 @@ from testbed.ledger import Entry, LedgerError, Outcome, Undoer, undoes
 TAG_VAR = "TESTBED_RUN_TAG"
 """Environment variable every remote process of a node carries (inherited by its children)."""
 
-# Runs on the host with its python3 (>= 3.11, checked at deploy). Argument: JSON {tag, pid,
-# start_ticks, term_s}. Finds processes carrying TAG_VAR=tag (and pid if its start time still
-# matches), SIGTERMs their process groups, SIGKILLs what is left; prints what it found.
+# Runs on the host with its python3 (>= 3.11, checked at deploy). Argument: JSON {tag, pids:
+# [[pid, start_ticks]], term_s}. Finds processes carrying TAG_VAR=tag and the pids whose start
+# time still matches, SIGTERMs their process groups, SIGKILLs what is left; prints what it found.
 KILL_SCRIPT = r"""
 import json, os, signal, sys, time
 a = json.loads(sys.argv[1])
@@ -47,9 +47,9 @@ def find():
     for d in os.listdir("/proc"):
         if d.isdigit() and int(d) != me and tagged(int(d)):
             found[int(d)] = start(int(d))
-    pid = a.get("pid")
-    if pid is not None and start(pid) is not None and start(pid) == a.get("start_ticks"):
-        found[pid] = start(pid)
+    for pid, ticks in a.get("pids", []):
+        if start(pid) is not None and start(pid) == ticks:
+            found[pid] = ticks
     return {p: s for p, s in found.items() if s is not None}
 def signal_all(procs, sig):
     for p in procs:
@@ -80,11 +80,11 @@ print(json.dumps({"found": sorted(first), "survivors": sorted(left)}))
 RMDIR_SCRIPT = 'test -e "$1" || exit 3; test -d "$1" || exit 4; rm -rf -- "$1"'
 
 
-def kill_tagged(session: SshSession, python: str, tag: str, *, pid: int | None = None,
-                start_ticks: int | None = None, term_s: float = 3.0) -> dict[str, list[int]]:
-    """Stop every process on the host that carries `tag` (their process groups), plus `pid`
-    when its start time is `start_ticks`. Returns {"found": pids, "survivors": pids}."""
-    args = json.dumps({"tag": tag, "pid": pid, "start_ticks": start_ticks, "term_s": term_s})
+def kill_tagged(session: SshSession, python: str, tag: str, *,
+                pids: Sequence[tuple[int, int]] = (), term_s: float = 3.0) -> dict[str, list[int]]:
+    """Stop every process on the host that carries `tag` (their process groups), plus each
+    (pid, start_ticks) whose start time still matches. Returns {"found", "survivors"} pids."""
+    args = json.dumps({"tag": tag, "pids": [list(p) for p in pids], "term_s": term_s})
     done = session.run([python, "-c", KILL_SCRIPT, args], timeout_s=term_s + 30)
     try:
         out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -149,17 +149,42 @@ def _undo_each(batch: Sequence[Entry], fn: Any) -> list[Outcome]:
 
 @undoes("remote-process")
 def _undo_remote_processes(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
-    """Stop the processes of each entry (by tag, and by pid + start time when recorded)."""
-    def stop(session: SshSession, e: Entry) -> bool:
-        d = e.details
-        got = kill_tagged(session, str(d["python"]), str(d["tag"]),
-                          pid=d.get("pid"), start_ticks=d.get("start_ticks"),
-                          term_s=u.process_term_timeout_s)
-        if got["survivors"]:
-            raise RemoteError(f"host {session.target.where}: pids {got['survivors']} "
-                              "survived SIGKILL")
-        return bool(got["found"])
-    return _undo_each(batch, stop)
+    """One kill per (host, tag): every process carrying the tag and every recorded pid whose
+    start time matches. An entry with a pid is removed when that pid was found; the entry
+    written before the start (no pid) counts only when no later entry names the process."""
+    groups: dict[tuple[SshTarget, str, str], list[Entry]] = {}
+    for e in batch:
+        key = (SshTarget.from_details(e.details), str(e.details["tag"]), str(e.details["python"]))
+        groups.setdefault(key, []).append(e)
+    sessions = _Sessions()
+    out: list[Outcome] = []
+    try:
+        for (_, tag, python), entries in groups.items():
+            pids = [(int(e.details["pid"]), int(e.details["start_ticks"])) for e in entries
+                    if "pid" in e.details]
+            try:
+                session = sessions.get(entries[0])
+                got = kill_tagged(session, python, tag, pids=pids,
+                                  term_s=u.process_term_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - reported per entry, never swallowed
+                out += [Outcome(e, "failed", f"{type(exc).__name__}: {exc}") for e in entries]
+                continue
+            if got["survivors"]:
+                msg = f"host {session.target.where}: pids {got['survivors']} survived SIGKILL"
+                out += [Outcome(e, "failed", msg) for e in entries]
+                continue
+            found = set(got["found"])
+            unclaimed = found - {p for p, _ in pids}
+            named = {e.name for e in entries if "pid" in e.details}
+            for e in entries:
+                if "pid" in e.details:
+                    hit = int(e.details["pid"]) in found
+                else:
+                    hit = e.name not in named and bool(unclaimed)
+                out.append(Outcome(e, "removed" if hit else "absent"))
+    finally:
+        sessions.close()
+    return out
 
 
 @undoes("remote-dir")

@@ -47,6 +47,7 @@ class Board:
     key_path: Path
     known_hosts: Path
     root_ifname: str
+    root_ip: str
     sshd: subprocess.Popen[bytes] | None = None
 
     @property
@@ -136,7 +137,7 @@ def ssh_board(prefix: str, index: int = 0, port: int = 22) -> Iterator[Board]:
     root_if, ns_if = f"{prefix}m{index}", f"{prefix}n{index}"
     home = _safe_home()
     board = Board(f"b{index}-{prefix}", name, board_ip, port, home, home / "client_key",
-                  home / "known_hosts", root_if)
+                  home / "known_hosts", root_if, root_ip)
     try:
         subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
         for argv in (
