@@ -16,6 +16,7 @@ import re
 import secrets
 import shlex
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -126,6 +127,11 @@ class RemoteBackend:
         self.attach_fabric = attach_fabric
         self._assign = self._assignment(dict(assign or {}))
         self._placed: dict[str, _Placed] = {}
+        self._ledger_lock = threading.Lock()  # deploys run in threads; the ledger is not shared
+
+    def _record(self, kind: str, name: str, **details: Any) -> Any:
+        with self._ledger_lock:
+            return self.ledger.record(kind, name, **details)
 
     @classmethod
     def from_context(cls, ctx: BackendContext, **kwargs: Any) -> RemoteBackend:
@@ -186,6 +192,8 @@ class RemoteBackend:
         node's name) and add each host's fabric port to the node's bridge. `budgets` are not
         applied: the board itself is the budget."""
         todo = list(self.plan.nodes if nodes is None else nodes)
+        for n in todo:
+            self.placed(n.name)  # host lookup errors before any thread starts
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(todo)))) as pool:
             futures = [(n.name, pool.submit(self.deploy, n.name)) for n in todo]
         for name, fut in futures:
@@ -225,17 +233,16 @@ class RemoteBackend:
 
         session = step("connect", lambda: self._session(p))
         p.python = step("check python", lambda: check_python(session, p.host))
-        entry = self.ledger.record("remote-dir", f"{p.host.name}:{p.run_dir}", node=node,
+        entry = self._record("remote-dir", f"{p.host.name}:{p.run_dir}", node=node,
                                    path=p.run_dir, run=self.plan.prefix, python=p.python,
                                    **p.target.to_details())
         try:
-            step("folder", lambda: session.run(
+            # one round trip: each command pays the login shell's start on the host
+            step("folder + venv", lambda: session.run(
                 ["sh", "-c", 'rm -rf -- "$1" && mkdir -p -- "$1/src" "$1/run" "$1/logs" '
-                 '"$1/pids"', "sh", p.run_dir]))
+                 '"$1/pids" && "$2" -m venv --without-pip "$1/venv"', "sh", p.run_dir,
+                 p.python or "python3"], timeout_s=120))
             step("copy nodes/", lambda: session.put_tree(NODES_DIR, f"{p.run_dir}/src/nodes"))
-            step("venv", lambda: session.run(
-                [p.python or "python3", "-m", "venv", "--without-pip", f"{p.run_dir}/venv"],
-                timeout_s=120))
             if self.wheelhouse is not None and self.wheelhouse.requirements:
                 step("requirements", lambda: self._install(session, p))
             if self.token_file is not None:
@@ -272,7 +279,7 @@ class RemoteBackend:
             raise NodeBackendError(f"node {n.name}: fabric_port {port!r} of host "
                                    f"{self.host_of(n.name).name} does not exist on the "
                                    "orchestrator (expected a NIC or tunnel interface)")
-        self.ledger.record("ovs-port", port, bridge=n.bridge, node=n.name)
+        self._record("ovs-port", port, bridge=n.bridge, node=n.name)
         self.runner.run(["ovs-vsctl", "--timeout=20", "--may-exist", "add-port", n.bridge, port,
                          "--", "set", "Interface", port, f"ofport_request={n.data_ofport}"])
         got = self.runner.run(["ovs-vsctl", "--timeout=20", "get", "Interface", port,
@@ -293,7 +300,8 @@ class RemoteBackend:
         except ValueError:
             raise NodeBackendError(f"node {node}: {path} is outside the run directory "
                                    f"{self.run_dir}; only run paths exist on a board") from None
-        return f"{self.placed(node).run_dir}/run/{rel.as_posix()}".rstrip("/.")
+        base = f"{self.placed(node).run_dir}/run"
+        return base if rel == Path(".") else f"{base}/{rel.as_posix()}"
 
     def token_path(self, node: str) -> str | None:
         """Where the agent's token file is on the host (None without a token)."""
@@ -327,6 +335,9 @@ class RemoteBackend:
         stdout+stderr to `<run folder>/logs/<log_path's name or node-N.log>`. Recorded in the
         ledger before it starts (tag) and again with its pid and start time."""
         p = self.placed(node)
+        if p.python is None:
+            raise NodeBackendError(f"node {node}: not deployed on {p.target.where}; call "
+                                   "create_nodes() or deploy() first")
         session = self._session(p)
         p.spawned += 1
         name = f"{node}:{p.spawned}"
@@ -334,14 +345,14 @@ class RemoteBackend:
         log = f"{p.run_dir}/logs/{log_path.name if log_path else f'{node}-{p.spawned}.log'}"
         base = {"node": node, "host": p.host.name, "tag": p.tag, "python": p.python,
                 "argv": list(argv), "log": log, **p.target.to_details()}
-        self.ledger.record("remote-process", name, **base)
+        self._record("remote-process", name, **base)
         full_env = {TAG_VAR: p.tag, "PYTHONPATH": f"{p.run_dir}/src", **(env or {})}
         launcher = ["nohup", "setsid", "sh", "-c", 'echo $$ > "$0"; exec "$@"', pidfile, *argv]
         line = (remote_command(launcher, cwd=f"{p.run_dir}/src", env=full_env)
                 + f" > {shlex.quote(log)} 2>&1 < /dev/null &")
         session.run_line(line, argv=launcher, timeout_s=30)
         pid, start = self._read_pid(session, pidfile)
-        self.ledger.record("remote-process", name, **base, pid=pid, start_ticks=start)
+        self._record("remote-process", name, **base, pid=pid, start_ticks=start)
         return NodeProcess(node, pid, None, {"host": p.host.name, "log": log, "tag": p.tag,
                                              "start_ticks": start})
 
@@ -404,8 +415,10 @@ class RemoteBackend:
         self._session(p).run(["true"], timeout_s=self.connect_timeout_s)
 
     def remove_node(self, node: str) -> TeardownReport:
-        """Undo this run's entries of `node`: its processes, data port and per-run folder."""
-        entries = [e for e in self.ledger.entries() if e.details.get("node") == node]
+        """Undo this run's entries of `node`: its processes, data port and per-run folder (its
+        bridge stays: it is the fabric's)."""
+        entries = [e for e in self.ledger.entries()
+                   if e.details.get("node") == node and e.kind != "ovs-bridge"]
         report = teardown(sorted(entries, key=lambda e: e.seq), self.runner)
         self._forget(node)
         return report

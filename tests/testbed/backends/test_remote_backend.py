@@ -9,6 +9,7 @@ entry whose undo failed, also after SIGKILL of the process that deployed.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from testbed.backends.remote_ssh import (
     HostUnreachableError,
     RemoteCommandError,
 )
+from testbed.fabric import ensure_ovs_daemon
 from testbed.fabric.addressing import AddressPlan, NodeSpec
 from testbed.inventory import Inventory
 from testbed.ledger import Ledger, teardown
@@ -114,7 +116,7 @@ def test_deploy_workload_results_and_token(rig: Rig, tmp_path: Path) -> None:
     be.token_file = token
     be.create_nodes()
     steps = be.placed("sat0").timings_s
-    assert {"connect", "check python", "folder", "copy nodes/", "venv", "token"} <= set(steps)
+    assert {"connect", "check python", "folder + venv", "copy nodes/", "token"} <= set(steps)
     run = be.placed("sat0").run_dir
     mode = be.exec("sat0", ["stat", "-c", "%a", f"{run}/token"]).stdout.strip()
     assert mode == "600"
@@ -260,6 +262,7 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from testbed.backends.remote import RemoteBackend
+from testbed.fabric import ensure_ovs_daemon
 from testbed.fabric.addressing import AddressPlan, NodeSpec
 from testbed.inventory import Inventory, InventoryHost
 from testbed.ledger import Ledger
@@ -320,3 +323,54 @@ def test_kill_only_signals_its_own_processes(rig: Rig) -> None:
         stranger.kill()
         stranger.wait()
 
+
+
+@pytest.mark.ovs
+def test_fabric_port_joins_the_node_bridge_as_port_1(board: Board, tmp_path: Path,
+                                                      unique_prefix: str) -> None:
+    """The board's data veth (its orchestrator end is the inventory's fabric_port) becomes
+    OpenFlow port 1 of the node's bridge; traffic from the board crosses the bridge."""
+    for binary in ("ovs-vsctl", "ping"):
+        if shutil.which(binary) is None:
+            pytest.skip(f"binary '{binary}' not found on PATH (Open vSwitch / ping)")
+    runner = Runner()
+    ensure_ovs_daemon(runner)
+    plan = AddressPlan.build(unique_prefix, [NodeSpec("sat0")])
+    n = plan.node("sat0")
+    fab, inner, probe = f"{unique_prefix}f0", f"{unique_prefix}d0", f"{unique_prefix}i0"
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    inv = Inventory(hosts=[board.host(fabric_port=fab)])
+    be = RemoteBackend(runner, ledger, plan, inv, run_dir=tmp_path / "run")
+    try:
+        ledger.record("link", fab, peer=inner)
+        runner.run(["ip", "link", "add", fab, "type", "veth", "peer", "name", inner,
+                    "netns", board.netns])
+        runner.run(["ip", "link", "set", fab, "up"])
+        runner.run(["ip", "-n", board.netns, "addr", "add", "192.168.77.2/24", "dev", inner])
+        runner.run(["ip", "-n", board.netns, "link", "set", inner, "up"])
+        ledger.record("ovs-bridge", n.bridge, node="sat0")
+        runner.run(["ovs-vsctl", "--timeout=20", "add-br", n.bridge, "--", "set", "bridge",
+                    n.bridge, "datapath_type=netdev", "fail_mode=secure", "--", "add-port",
+                    n.bridge, probe, "--", "set", "Interface", probe, "type=internal",
+                    "ofport_request=2"])
+        runner.run(["ovs-ofctl", "add-flow", n.bridge, "priority=0,actions=NORMAL"])
+        runner.run(["ip", "addr", "add", "192.168.77.1/24", "dev", probe])
+        runner.run(["ip", "link", "set", probe, "up"])
+        be.create_nodes()
+        got = runner.run(["ovs-vsctl", "get", "Interface", fab, "ofport"]).stdout.strip()
+        assert got == "1"
+        assert [e.kind for e in ledger.entries()][-2:] == ["remote-dir", "ovs-port"]
+        ping = runner.run(["ip", "netns", "exec", board.netns, "ping", "-n", "-c", "2", "-i",
+                           "0.2", "-W", "2", "192.168.77.1"], check=False, timeout_s=20)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        report = be.remove_node("sat0")  # data port and per-run folder, not the bridge
+        assert report.ok and sorted(e.kind for e in report.removed) == \
+            ["ovs-port", "remote-dir"], report.summary()
+        ports = runner.run(["ovs-vsctl", "list-ports", n.bridge]).stdout.split()
+        assert ports == [probe]
+    finally:
+        be.close()
+        report = teardown(ledger, runner)
+        ledger.close()
+        assert report.ok, report.summary()
+    assert runner.run(["ip", "link", "show", fab], check=False).returncode != 0
