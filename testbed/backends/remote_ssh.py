@@ -110,7 +110,10 @@ def connect(target: SshTarget) -> SshSession:
     try:
         client.connect(target.address, port=target.port, username=target.user,
                        key_filename=str(key), look_for_keys=False, allow_agent=False,
-                       timeout=target.connect_timeout_s, banner_timeout=target.connect_timeout_s,
+                       timeout=target.connect_timeout_s,
+                       # below `timeout`: paramiko's negotiation wait ends at `timeout` without
+                       # an error, so a silent host must fail on the banner first
+                       banner_timeout=0.8 * target.connect_timeout_s,
                        auth_timeout=target.connect_timeout_s)
     except paramiko.BadHostKeyException as exc:
         client.close()
@@ -131,6 +134,9 @@ def connect(target: SshTarget) -> SshSession:
         if "not found in known_hosts" in str(exc):
             raise HostKeyError(f"host {target.where}: host key unknown (not in {known}); "
                                "add it with ssh-keyscan after checking its fingerprint") from None
+        if "banner" in str(exc) or "No existing session" in str(exc):
+            raise HostUnreachableError(f"host {target.where}: no SSH answer within "
+                                       f"{target.connect_timeout_s:g} s ({exc})") from None
         raise HostUnreachableError(f"host {target.where}: SSH failed: {exc}") from None
     except OSError as exc:  # refused, no route, DNS (NoValidConnectionsError is an OSError)
         client.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -25,18 +26,21 @@ import pytest
 from nodes import client
 from nodes.errors import AgentUnreachableError
 from nodes.receiver import GroundReceiver
-from testbed.backends.base import BackendContext, NodeBackend, create_backend
+from testbed.backends.base import BackendContext, NodeBackend, NodeBackendError, create_backend
 from testbed.backends.remote import RemoteBackend, RemotePythonError, prepare_wheelhouse
 from testbed.backends.remote_ssh import (
     AuthenticationRefusedError,
     HostKeyError,
     HostUnreachableError,
     RemoteCommandError,
+    SshTarget,
+    connect,
 )
+from testbed.backends.remote_undo import remove_remote_dir
 from testbed.fabric import ensure_ovs_daemon
 from testbed.fabric.addressing import AddressPlan, NodeSpec
 from testbed.inventory import Inventory
-from testbed.ledger import Ledger, teardown
+from testbed.ledger import Ledger, LedgerError, teardown
 from testbed.sysrun import Runner
 from tests.testbed.backends.sshboard import Board, ssh_board, tagged_processes
 
@@ -107,6 +111,20 @@ def test_is_a_node_backend(rig: Rig) -> None:
     assert be.python("sat0").endswith("/venv/bin/python")
     assert be.node_path("sat0", rig.tmp_path / "run" / "nodes") == \
         f"{rig.board.work_dir}/{rig.plan.prefix}-sat0/run/nodes"
+    assert be.node_path("sat0", rig.tmp_path / "run") == \
+        f"{rig.board.work_dir}/{rig.plan.prefix}-sat0/run"
+    with pytest.raises(NodeBackendError, match="outside the run directory"):
+        be.node_path("sat0", Path("/etc/passwd"))
+    with pytest.raises(NodeBackendError, match="not deployed"):
+        be.spawn("sat0", ["true"])
+    # the folder undo refuses anything that is not a folder of the run
+    session = connect(SshTarget.from_host(rig.board.host()))
+    with session:
+        for path in ("/", "relative/x", rig.board.work_dir, "/etc"):
+            with pytest.raises(LedgerError, match="refusing to remove"):
+                remove_remote_dir(session, path, rig.plan.prefix)
+        assert remove_remote_dir(session, f"/nonexistent/{rig.plan.prefix}-x",
+                                 rig.plan.prefix) is False
 
 
 def test_deploy_workload_results_and_token(rig: Rig, tmp_path: Path) -> None:
@@ -191,7 +209,14 @@ def test_unreachable_host_reported(rig: Rig) -> None:
         rig.backend(port=2222).create_nodes()  # nothing listens: refused
     with pytest.raises(HostUnreachableError, match=r"@192\.0\.2\.1:22\)"):
         rig.backend(address="192.0.2.1").create_nodes()  # TEST-NET: no route or timeout
-    assert time.monotonic() - t0 < 15
+    with socket.socket() as silent:  # accepts TCP, never speaks SSH: a hung host
+        silent.bind((rig.board.root_ip, 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        with pytest.raises(HostUnreachableError,
+                           match=rf"{rig.board.root_ip}:{port}\): no SSH answer within 3 s"):
+            rig.backend(address=rig.board.root_ip, port=port).create_nodes()
+    assert time.monotonic() - t0 < 20
     assert rig.ledger.entries() == []
 
 
