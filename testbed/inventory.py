@@ -65,6 +65,8 @@ class InventoryHost(_Strict):
     accelerators: list[Accelerator] = Field(default_factory=list)
     fabric_port: str | None = Field(
         None, description="orchestrator-side interface joining this host to the fabric")
+    data_interface: str | None = Field(
+        None, description="the host's own NIC on the fabric: gets the plan's data IP and MAC")
     libvirt_uri: str | None = None
     python: str = Field("python3", min_length=1, description="interpreter name or path there")
     work_dir: str = Field("/tmp/testbed", description="absolute folder for per-run folders")
@@ -93,12 +95,12 @@ class InventoryHost(_Strict):
             raise ValueError(f"unknown device profile '{v}'; choose: {', '.join(sorted(PROFILES))}")
         return v
 
-    @field_validator("fabric_port")
+    @field_validator("fabric_port", "data_interface")
     @classmethod
     def _ifname(cls, v: str | None) -> str | None:
         if v is not None and not _IFNAME.match(v):
-            raise ValueError(f"fabric_port '{v}' is not an interface name (1-15 characters of "
-                             "letters, digits, '_', '.', ':', '-')")
+            raise ValueError(f"'{v}' is not an interface name (1-15 characters of letters, "
+                             "digits, '_', '.', ':', '-')")
         return v
 
     @field_validator("work_dir")

@@ -38,7 +38,7 @@ from testbed.sysrun import (
 
 KINDS = (
     "netns", "link", "ovs-bridge", "ovs-port", "qdisc", "cgroup", "process", "file", "dir",
-    "remote-process", "remote-dir",  # undone in testbed.backends.remote_undo
+    "remote-process", "remote-dir", "remote-addr",  # undone in testbed.backends.remote_undo
 )
 
 Status = Literal["removed", "absent", "failed"]
@@ -182,6 +182,7 @@ UNDO: dict[str, UndoFn] = {}
 UNDO_MODULES: dict[str, str] = {
     "remote-process": "testbed.backends.remote_undo",
     "remote-dir": "testbed.backends.remote_undo",
+    "remote-addr": "testbed.backends.remote_undo",
 }
 """Kinds whose undo is registered beside the code that creates them, in a module `teardown`
 imports on first need (so `down` in a fresh process finds it without importing every backend)."""

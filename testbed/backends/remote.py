@@ -40,7 +40,7 @@ from testbed.backends.remote_ssh import (
     connect,
     remote_command,
 )
-from testbed.backends.remote_undo import TAG_VAR, kill_tagged
+from testbed.backends.remote_undo import ADDR_SCRIPT, TAG_VAR, kill_tagged, privileged
 from testbed.cgroups import Budget
 from testbed.errors import InputError
 from testbed.fabric.addressing import AddressPlan, NodeAddress
@@ -189,8 +189,8 @@ class RemoteBackend:
     def create_nodes(self, nodes: Sequence[NodeAddress] | None = None,
                      budgets: Mapping[str, Budget] | None = None) -> None:
         """Deploy the agent to each node's host (in parallel, every failure re-raised with the
-        node's name) and add each host's fabric port to the node's bridge. `budgets` are not
-        applied: the board itself is the budget."""
+        node's name), give each host's `data_interface` the plan's address, and add each host's
+        fabric port to the node's bridge. `budgets` are not applied: the board is the budget."""
         todo = list(self.plan.nodes if nodes is None else nodes)
         for n in todo:
             self.placed(n.name)  # host lookup errors before any thread starts
@@ -201,8 +201,9 @@ class RemoteBackend:
             if exc is not None:
                 exc.add_note(f"while deploying node {name}")
                 raise exc
-        if self.attach_fabric:
-            for n in todo:
+        for n in todo:
+            self.configure_data_interface(n)
+            if self.attach_fabric:
                 self.attach_data_port(n)
 
     def _session(self, p: _Placed) -> SshSession:
@@ -267,6 +268,29 @@ class RemoteBackend:
                      "--no-index", "--find-links", remote_wh, "--no-cache-dir",
                      "--disable-pip-version-check", "--no-input", *wh.requirements],
                     timeout_s=600)
+
+    def configure_data_interface(self, n: NodeAddress) -> None:
+        """Give the host's `data_interface` the plan's data MAC and address, and a static ARP
+        entry for every other node (as the netns backend does inside a namespace). Needs root
+        there (or passwordless `sudo -n`); the original MAC is restored by the undo."""
+        host = self.host_of(n.name)
+        ifname = host.data_interface
+        if ifname is None:
+            return
+        p = self.placed(n.name)
+        session = self._session(p)
+        got = session.run(["cat", f"/sys/class/net/{ifname}/address"], check=False)
+        if got.returncode != 0:
+            raise NodeBackendError(f"node {n.name}: data_interface {ifname!r} does not exist on "
+                                   f"host {p.target.where}")
+        sudo = host.user != "root"
+        others = [(ip, mac) for ip, mac in self.plan.neighbours() if ip != n.data_ip]
+        address = f"{n.data_ip}/{n.data_prefixlen}"
+        self._record("remote-addr", f"{host.name}:{ifname}", node=n.name, ifname=ifname,
+                     address=address, original_mac=got.stdout.strip(), sudo=sudo,
+                     neighbours=[ip for ip, _ in others], **p.target.to_details())
+        session.run(privileged(["sh", "-c", ADDR_SCRIPT, "sh", ifname, address, n.data_mac,
+                                *(x for pair in others for x in pair)], sudo), timeout_s=60)
 
     def attach_data_port(self, n: NodeAddress) -> None:
         """Add the host's `fabric_port` to the node's bridge as OpenFlow port 1."""
@@ -415,8 +439,8 @@ class RemoteBackend:
         self._session(p).run(["true"], timeout_s=self.connect_timeout_s)
 
     def remove_node(self, node: str) -> TeardownReport:
-        """Undo this run's entries of `node`: its processes, data port and per-run folder (its
-        bridge stays: it is the fabric's)."""
+        """Undo this run's entries of `node`: its processes, data port, data address and per-run
+        folder (its bridge stays: it is the fabric's)."""
         entries = [e for e in self.ledger.entries()
                    if e.details.get("node") == node and e.kind != "ovs-bridge"]
         report = teardown(sorted(entries, key=lambda e: e.seq), self.runner)

@@ -1,10 +1,12 @@
 """Undo of what the remote backend leaves on lab hosts, working from ledger entries alone.
 
 Owns the ledger kinds `remote-process` (every process a run started on a host, found by the
-run's tag in its environment and by pid + start time, so a reused pid is never signalled) and
-`remote-dir` (a per-run folder on a host), their `@undoes` functions and the small scripts they
-run there. Each entry carries the SSH target (address, port, user, key path, known_hosts), so
-`testbed down` after a SIGKILL of the orchestrator reaches the host without the inventory.
+run's tag in its environment and by pid + start time, so a reused pid is never signalled),
+`remote-dir` (a per-run folder on a host) and `remote-addr` (the plan's data address, MAC and
+static ARP entries on a host's data interface), their `@undoes` functions and the small
+scripts they run there. Each entry carries the SSH target (address, port, user, key path,
+known_hosts), so `testbed down` after a SIGKILL of the orchestrator reaches the host without
+the inventory.
 """
 
 from __future__ import annotations
@@ -75,6 +77,21 @@ if left:
         left = {p: s for p, s in left.items() if start(p) == s}
 print(json.dumps({"found": sorted(first), "survivors": sorted(left)}))
 """.replace("@TAG_VAR@", TAG_VAR)
+
+# Arguments: dev, address/len, mac, then (ip, mac) pairs. Sets the plan's MAC, address and
+# static ARP entries on the host's data interface.
+ADDR_SCRIPT = (
+    'set -e; dev=$1; addr=$2; mac=$3; shift 3; ip link set dev "$dev" address "$mac"; '
+    'ip link set dev "$dev" up; ip addr replace "$addr" dev "$dev"; '
+    'while [ $# -ge 2 ]; do ip neigh replace "$1" lladdr "$2" dev "$dev" nud permanent; '
+    'shift 2; done')
+# Arguments: dev, address/len, original mac, then neighbour IPs. Exit 3: interface or address
+# already gone (absent).
+UNADDR_SCRIPT = (
+    'dev=$1; addr=$2; mac=$3; shift 3; [ -e "/sys/class/net/$dev" ] || exit 3; '
+    'for ip in "$@"; do ip neigh del "$ip" dev "$dev" 2>/dev/null; done; '
+    'ip link set dev "$dev" address "$mac" || exit 1; '
+    'ip addr del "$addr" dev "$dev" 2>/dev/null || exit 3')
 
 # Exit 3: nothing there (absent). Refuses anything but a folder.
 RMDIR_SCRIPT = 'test -e "$1" || exit 3; test -d "$1" || exit 4; rm -rf -- "$1"'
@@ -192,3 +209,26 @@ def _undo_remote_dirs(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
     return _undo_each(batch, lambda s, e: remove_remote_dir(s, str(e.details["path"]),
                                                             str(e.details["run"])))
 
+
+
+def privileged(argv: list[str], sudo: bool) -> list[str]:
+    """`argv` run as root: through `sudo -n` (never a password prompt) unless we are root."""
+    return ["sudo", "-n", *argv] if sudo else argv
+
+
+@undoes("remote-addr")
+def _undo_remote_addrs(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
+    """Remove the static ARP entries and the address, and put the original MAC back."""
+    def undo(s: SshSession, e: Entry) -> bool:
+        d = e.details
+        argv = privileged(["sh", "-c", UNADDR_SCRIPT, "sh", str(d["ifname"]), str(d["address"]),
+                           str(d["original_mac"]), *map(str, d["neighbours"])],
+                          bool(d.get("sudo")))
+        done = s.run(argv, check=False, timeout_s=60)
+        if done.returncode == 3:
+            return False
+        if done.returncode != 0:
+            raise RemoteError(f"host {s.target.where}: restoring {d['ifname']} failed (status "
+                              f"{done.returncode}): {done.stderr.strip()}")
+        return True
+    return _undo_each(batch, undo)

@@ -72,7 +72,7 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     (lambda t: t.replace("count: 1", "count: 0"), 9, "hosts.0.accelerators.0.count",
      "greater than or equal to 1"),
     (lambda t: t.replace("fabric_port: enp5s0", "fabric_port: 'eth0; reboot'"), 10,
-     "hosts.0.fabric_port", "is not an interface name"),
+     "hosts.0.fabric_port", "'eth0; reboot' is not an interface name"),
     (lambda t: t + "    work_dir: relative/dir\n", 11, "hosts.0.work_dir",
      "must be an absolute folder"),
     (lambda t: t + t[len("hosts:\n"):], 11, "hosts.1.name",

@@ -9,6 +9,7 @@ entry whose undo failed, also after SIGKILL of the process that deployed.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -351,48 +352,60 @@ def test_kill_only_signals_its_own_processes(rig: Rig) -> None:
 
 
 @pytest.mark.ovs
-def test_fabric_port_joins_the_node_bridge_as_port_1(board: Board, tmp_path: Path,
-                                                      unique_prefix: str) -> None:
-    """The board's data veth (its orchestrator end is the inventory's fabric_port) becomes
-    OpenFlow port 1 of the node's bridge; traffic from the board crosses the bridge."""
-    for binary in ("ovs-vsctl", "ping"):
+def test_data_plane_port_1_and_board_address(board: Board, tmp_path: Path,
+                                             unique_prefix: str) -> None:
+    """The board's data veth: its orchestrator end (the inventory's fabric_port) becomes
+    OpenFlow port 1 of the node's bridge, its board end (data_interface) gets the plan's data
+    IP, MAC and static ARP; traffic from the board crosses the bridge; removal restores all."""
+    for binary in ("ovs-vsctl", "ovs-ofctl", "ping"):
         if shutil.which(binary) is None:
             pytest.skip(f"binary '{binary}' not found on PATH (Open vSwitch / ping)")
     runner = Runner()
     ensure_ovs_daemon(runner)
-    plan = AddressPlan.build(unique_prefix, [NodeSpec("sat0")])
-    n = plan.node("sat0")
+    subnet = f"10.{random.randint(20, 99)}.0.0/16"
+    plan = AddressPlan.build(unique_prefix, [NodeSpec("sat0"), NodeSpec("gs", role="ground")],
+                             data_subnet=subnet)
+    n, gs = plan.node("sat0"), plan.node("gs")
+    probe_ip = subnet.replace(".0.0/16", ".255.254")
     fab, inner, probe = f"{unique_prefix}f0", f"{unique_prefix}d0", f"{unique_prefix}i0"
     ledger = Ledger(tmp_path / "ledger.jsonl")
-    inv = Inventory(hosts=[board.host(fabric_port=fab)])
+    inv = Inventory(hosts=[board.host(fabric_port=fab, data_interface=inner)])
     be = RemoteBackend(runner, ledger, plan, inv, run_dir=tmp_path / "run")
+    in_board = ["ip", "-n", board.netns]
     try:
         ledger.record("link", fab, peer=inner)
         runner.run(["ip", "link", "add", fab, "type", "veth", "peer", "name", inner,
                     "netns", board.netns])
         runner.run(["ip", "link", "set", fab, "up"])
-        runner.run(["ip", "-n", board.netns, "addr", "add", "192.168.77.2/24", "dev", inner])
-        runner.run(["ip", "-n", board.netns, "link", "set", inner, "up"])
+        original_mac = runner.run([*in_board, "-br", "link", "show", inner]).stdout.split()[2]
         ledger.record("ovs-bridge", n.bridge, node="sat0")
         runner.run(["ovs-vsctl", "--timeout=20", "add-br", n.bridge, "--", "set", "bridge",
                     n.bridge, "datapath_type=netdev", "fail_mode=secure", "--", "add-port",
                     n.bridge, probe, "--", "set", "Interface", probe, "type=internal",
                     "ofport_request=2"])
         runner.run(["ovs-ofctl", "add-flow", n.bridge, "priority=0,actions=NORMAL"])
-        runner.run(["ip", "addr", "add", "192.168.77.1/24", "dev", probe])
+        runner.run(["ip", "addr", "add", f"{probe_ip}/16", "dev", probe])
         runner.run(["ip", "link", "set", probe, "up"])
-        be.create_nodes()
+        be.create_nodes([n])
         got = runner.run(["ovs-vsctl", "get", "Interface", fab, "ofport"]).stdout.strip()
         assert got == "1"
-        assert [e.kind for e in ledger.entries()][-2:] == ["remote-dir", "ovs-port"]
+        assert [e.kind for e in ledger.entries()][-3:] == ["remote-dir", "remote-addr",
+                                                           "ovs-port"]
+        link = runner.run([*in_board, "-br", "addr", "show", inner]).stdout
+        assert f"{n.data_ip}/16" in link
+        assert n.data_mac in runner.run([*in_board, "-br", "link", "show", inner]).stdout
+        neigh = runner.run([*in_board, "neigh", "show", gs.data_ip]).stdout
+        assert gs.data_mac in neigh and "PERMANENT" in neigh
         ping = runner.run(["ip", "netns", "exec", board.netns, "ping", "-n", "-c", "2", "-i",
-                           "0.2", "-W", "2", "192.168.77.1"], check=False, timeout_s=20)
+                           "0.2", "-W", "2", probe_ip], check=False, timeout_s=20)
         assert ping.returncode == 0, ping.stdout + ping.stderr
-        report = be.remove_node("sat0")  # data port and per-run folder, not the bridge
+        report = be.remove_node("sat0")  # data port, address, folder; not the bridge
         assert report.ok and sorted(e.kind for e in report.removed) == \
-            ["ovs-port", "remote-dir"], report.summary()
-        ports = runner.run(["ovs-vsctl", "list-ports", n.bridge]).stdout.split()
-        assert ports == [probe]
+            ["ovs-port", "remote-addr", "remote-dir"], report.summary()
+        assert runner.run(["ovs-vsctl", "list-ports", n.bridge]).stdout.split() == [probe]
+        assert n.data_ip not in runner.run([*in_board, "-br", "addr", "show", inner]).stdout
+        assert original_mac in runner.run([*in_board, "-br", "link", "show", inner]).stdout
+        assert gs.data_mac not in runner.run([*in_board, "neigh", "show"]).stdout
     finally:
         be.close()
         report = teardown(ledger, runner)
