@@ -28,7 +28,8 @@ from nodes import client
 from nodes.errors import AgentUnreachableError
 from nodes.receiver import GroundReceiver
 from testbed.backends.base import BackendContext, NodeBackend, NodeBackendError, create_backend
-from testbed.backends.remote import RemoteBackend, RemotePythonError, prepare_wheelhouse
+from testbed.backends.remote import RemoteBackend
+from testbed.backends.remote_python import RemotePythonError, prepare_wheelhouse
 from testbed.backends.remote_ssh import (
     AuthenticationRefusedError,
     HostKeyError,
@@ -227,7 +228,7 @@ def test_missing_and_too_old_python_reported(rig: Rig) -> None:
     (fake / "python3").write_text("#!/bin/sh\necho 'Python 3.8.10'\n")
     (fake / "python3").chmod(0o755)
     # named by absolute path in the inventory: the board's login shell may rewrite PATH
-    # (here root's .bashrc puts pyenv first), and `python:` is how the lab names interpreters
+    # (start-up files), and `python:` is how the lab names interpreters
     with pytest.raises(RemotePythonError, match=rf"{fake}/python3 is Python 3\.8\.10, "
                        r"expected >= 3\.11"):
         rig.backend(python=str(fake / "python3")).create_nodes()
