@@ -79,7 +79,8 @@ class NodeProcess:
 class BackendContext:
     """What every backend is built from: one run's runner, ledger, plan and folders.
 
-    `options`: the scenario's `backend` section as a mapping (backend-specific keys);
+    `options`: the scenario's `backend.options` plus `token_file` (the run's agent token,
+    written 0600 before any backend exists);
     `inventory`: the lab inventory (testbed.inventory.Inventory) or None;
     `cache_dir`: where built artefacts (VM images, calibration) are cached across runs;
     `run_dir`: the run's folder (logs of nodes go to run_dir/logs); `fabric`: see below."""
@@ -115,6 +116,22 @@ class NodeBackend(Protocol):
     def node_path(self, node: str, path: Path) -> str:
         """Where a path of the orchestrator's run directory is seen on `node` (results, logs;
         the same path for netns, a copy or a shared folder elsewhere)."""
+        ...
+
+    def mgmt_address(self, node: str) -> str:
+        """The address the orchestrator reaches the node's agent at (the plan's management IP
+        for namespaces and VMs; the board's own address for a remote host)."""
+        ...
+
+    def agent_argv(self, node: str, *, mgmt_port: int, results: Path,
+                   data_ip: str | None = None) -> list[str]:
+        """The agent's command line on `node` (interpreter, listen address, results folder and
+        the run's token file as the node sees them)."""
+        ...
+
+    def collect(self, node: str) -> int:
+        """Bring the node's result and log files into the run directory (0 when they are
+        already there); returns how many files were copied."""
         ...
 
     def exec(self, node: str, argv: Sequence[str], *, check: bool = True,

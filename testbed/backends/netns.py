@@ -66,7 +66,9 @@ class NetnsBackend:
                 cgroups = CgroupManager(detect_hierarchy(), ctx.plan.prefix, ledger=ctx.ledger)
             except SystemRequirementError:
                 cgroups = None
-        return cls(ctx.runner, ctx.ledger, ctx.plan, cgroups=cgroups, **kwargs)
+        token = ctx.options.get("token_file")
+        return cls(ctx.runner, ctx.ledger, ctx.plan, cgroups=cgroups,
+                   token_file=Path(str(token)) if token else None, **kwargs)
 
     def __init__(
         self,
@@ -77,6 +79,7 @@ class NetnsBackend:
         cgroups: CgroupManager | None = None,
         static_arp: bool = True,
         disable_ipv6: bool = True,
+        token_file: Path | None = None,
     ) -> None:
         """`cgroups=None` runs nodes without budgets (hosts without cpu/memory controllers)."""
         self.runner = runner
@@ -85,6 +88,7 @@ class NetnsBackend:
         self.cgroups = cgroups
         self.static_arp = static_arp
         self.disable_ipv6 = disable_ipv6
+        self.token_file = token_file
         self._groups: dict[str, NodeCgroup] = {}
         self.timings_s: dict[str, float] = {}  # where the time went, by step (benchmarks)
 
@@ -259,6 +263,25 @@ class NetnsBackend:
     def node_path(self, node: str, path: Path) -> str:
         """A namespace sees the orchestrator's files at the same paths."""
         return str(path)
+
+    def mgmt_address(self, node: str) -> str:
+        return self.plan.node(node).mgmt_ip
+
+    def agent_argv(self, node: str, *, mgmt_port: int, results: Path,
+                   data_ip: str | None = None) -> list[str]:
+        """`python -m nodes.agent` with this run's interpreter, inside the node."""
+        n = self.plan.node(node)
+        argv = [self.python(node), "-m", "nodes.agent", "--name", n.name, "--role", n.role,
+                "--mgmt-listen", f"{n.mgmt_ip}:{mgmt_port}", "--results", str(results)]
+        if data_ip is not None:
+            argv += ["--data-ip", data_ip]
+        if self.token_file is not None:
+            argv += ["--token-file", str(self.token_file)]
+        return argv
+
+    def collect(self, node: str) -> int:
+        """Nothing to copy: the node writes into the run directory itself."""
+        return 0
 
     def spawn(self, node: str, argv: Sequence[str], *, log_path: Path | None = None,
               env: Mapping[str, str] | None = None, **popen: Any) -> NodeProcess:

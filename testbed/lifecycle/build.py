@@ -42,6 +42,7 @@ from testbed.profiles import budget_for, calibrate, get_profile, profile_from_ma
 from testbed.scenario.model import Scenario
 from testbed.sysrun import Runner
 from testbed.timeline.model import Timeline
+from testbed.workloads.pool import write_token
 
 
 class NetworkBuilder:
@@ -166,11 +167,12 @@ class NetworkBuilder:
     def _backends(self, plan: AddressPlan, fabric: OvsFabric) -> dict[str, NodeBackend]:
         """One backend per distinct kind, from the registry; roles of the same kind share it."""
         spec = self.scenario.backend
+        token = write_token(self.run_dir.path)  # before any backend: remote ones upload it
         ctx = BackendContext(runner=self.runner, ledger=self.ledger, plan=plan,
                              run_dir=self.run_dir.path,
                              cache_dir=self.run_dir.path.parent / ".cache",
-                             options=dict(spec.options), inventory=self.inventory,
-                             fabric=fabric)
+                             options={**spec.options, "token_file": str(token)},
+                             inventory=self.inventory, fabric=fabric)
         by_kind: dict[str, NodeBackend] = {}
         out: dict[str, NodeBackend] = {}
         for role, kind in (("satellite", spec.kind), ("ground", spec.ground)):

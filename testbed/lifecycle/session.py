@@ -124,6 +124,7 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
     if update:
         scenario = Scenario.model_validate({**scenario.model_dump(), **update})
     _check_profiles(scenario)
+    inventory = _load_inventory(scenario, scenario_path)
     constellation = resolve_constellation(scenario)
     timeline, _ = build_timeline(scenario, constellation, progress)
     run_dir = run_dir_for(scenario)
@@ -138,7 +139,26 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
         scenario, scenario_path, run_name=scenario.name,
         extra={"timeline_events": len(timeline.events)}))
     write_outputs(scenario, timeline, run_dir, progress)
-    return Prepared(scenario_path, scenario, timeline, run_dir, leftovers)
+    return Prepared(scenario_path, scenario, timeline, run_dir, leftovers, inventory)
+
+
+def _load_inventory(scenario: Scenario, scenario_path: Path) -> object:
+    """The lab inventory `backend.inventory` names (relative to the scenario file), checked
+    before anything is created; the remote backend cannot run without one."""
+    path = scenario.backend.inventory
+    uses_remote = "remote" in (scenario.backend.kind, scenario.backend.ground)
+    if path is None:
+        if uses_remote:
+            raise InputError("backend remote needs the lab inventory (hosts, users, keys): set "
+                             "backend.inventory to its file (see "
+                             "experiments/lab-inventory.example.yaml)",
+                             path=scenario_path, field="backend.inventory")
+        return None
+    from testbed.inventory import load_inventory
+
+    if not path.is_absolute():
+        path = scenario_path.parent / path
+    return load_inventory(path)
 
 
 def write_outputs(scenario: Scenario, timeline: Timeline, run_dir: RunDir,

@@ -41,7 +41,8 @@ class AgentError(TestbedError):
 
 
 def write_token(run_dir: Path) -> Path:
-    """A fresh random token in `<run_dir>/agent.token`, mode 0600 from its creation."""
+    """A fresh random token in `<run_dir>/agent.token`, mode 0600 from its creation (the
+    network builder writes it before any backend exists: remote backends upload it)."""
     path = run_dir / TOKEN_FILE
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -87,15 +88,15 @@ class AgentPool:
         self.results_dir = results_dir
         self.logs_dir = logs_dir
         self.context = context
-        self.token_path = write_token(run_dir)
-        self.token = self.token_path.read_text().strip()
+        self.token_path = run_dir / TOKEN_FILE
+        self.token = read_token(run_dir)
         self.procs: dict[str, NodeProcess] = {}
         self._lock = threading.Lock()
 
     # --- addresses -----------------------------------------------------------------------------
 
     def addr(self, node: str) -> str:
-        return f"{self.net.plan.node(node).mgmt_ip}:{AGENT_PORT}"
+        return f"{self.net.backend_of(node).mgmt_address(node)}:{AGENT_PORT}"
 
     def running(self) -> list[str]:
         with self._lock:
@@ -104,12 +105,9 @@ class AgentPool:
     # --- starting --------------------------------------------------------------------------------
 
     def _argv(self, node: str) -> list[str]:
-        n = self.net.plan.node(node)
-        backend = self.net.backend_of(node)
-        return [backend.python(node), "-m", "nodes.agent", "--name", n.name, "--role", n.role,
-                "--mgmt-listen", f"{n.mgmt_ip}:{AGENT_PORT}", "--data-ip", n.data_ip,
-                "--results", backend.node_path(node, self.results_dir),
-                "--token-file", backend.node_path(node, self.token_path)]
+        return self.net.backend_of(node).agent_argv(
+            node, mgmt_port=AGENT_PORT, results=self.results_dir,
+            data_ip=self.net.plan.node(node).data_ip)
 
     def spawn(self, node: str) -> None:
         """Start the node's agent (again after a kill), without waiting for it."""
@@ -170,8 +168,8 @@ class AgentPool:
     # --- stopping --------------------------------------------------------------------------------
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM every agent (each writes its results file), wait, then forget them; what
-        does not stop is left to the ledger's teardown."""
+        """SIGTERM every agent (each writes its results file), wait, bring remote nodes'
+        files home, then forget them; what does not stop is left to the ledger's teardown."""
         with self._lock:
             procs = dict(self.procs)
             self.procs.clear()
@@ -184,3 +182,4 @@ class AgentPool:
                     proc.popen.wait(timeout=timeout_s)
                 except subprocess.TimeoutExpired:  # the ledger kills what did not stop
                     continue
+        map_nodes(lambda n: self.net.backend_of(n).collect(n), procs)
