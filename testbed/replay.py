@@ -49,7 +49,7 @@ class ReplaySpec:
     down / up: capacity traces (up None: the uplink is unshaped); delay: one-way delay trace
     applied to both directions (its 'up' direction, when it has one, to the uplink); without
     it the capacity traces' own delay, if recorded, is used. loss_ratio: random loss added in
-    each direction. delay_step_ms: bin of delay files without timestamps (LeoReplayer: 10).
+    each direction. delay_step_ms: bin of a delay file that declares none (LeoReplayer: 10).
     """
 
     down: Path

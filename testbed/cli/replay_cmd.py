@@ -66,7 +66,8 @@ def register(app: typer.Typer) -> None:
         queue_bytes: int | None = typer.Option(None, "--queue-bytes",
                                                help="Drop-tail queue, bytes (also)."),
         delay_step_ms: float | None = typer.Option(None, "--delay-step-ms",
-                                                   help="Bin of the delay file (default 10)."),
+                                                   help="Bin of a delay file without '# bin_ms' "
+                                                   "(default 10; must agree with one it has)."),
         shell: bool = typer.Option(False, "--shell", help="Run an interactive shell instead."),
         ground: str | None = typer.Option(None, "--ground", help="Command started in the "
                                           "ground namespace first (e.g. 'iperf3 -s')."),

@@ -88,7 +88,8 @@ def register(app: typer.Typer) -> None:
         rate_mbps: float | None = typer.Option(None, "--rate-mbps", help="UDP offered rate "
                                                "(default 1.5 x the trace's 1 s peak)."),
         delay_step_ms: float | None = typer.Option(None, "--delay-step-ms",
-                                                   help="Bin of the delay file (default 10)."),
+                                                   help="Bin of a delay file without '# bin_ms' "
+                                                   "(default 10; must agree with one it has)."),
         plot: Path | None = typer.Option(None, "--plot", help="Write a PNG plot here."),
         json_out: Path | None = typer.Option(None, "--json", help="Write rows and summary "
                                              "as JSON here."),
