@@ -91,6 +91,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
                       f"{w['goodput_mbps']:.2f}" if "goodput_mbps" in w else "-",
                       f"{w['capacity_mbps']:.2f}" if "capacity_mbps" in w else "-")
     console.print(table)
+    if summary.get("speed_caveat"):
+        console.print(f"[yellow]note:[/yellow] {summary['speed_caveat']}", highlight=False)
     late = summary["lateness_ms"]
     console.print(f"events applied: {summary['events_applied']} at "
                   f"{summary['instants_applied']} instants; lateness p50 {late['p50']:.2f} ms, "

@@ -7,6 +7,7 @@ removes what the ledger lists.
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -103,7 +104,9 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
     """Validate, compute the timeline, and make the run directory (manifest first).
 
     Bad scenarios fail here, before anything is created. A run of the same scenario that was
-    left behind (crash, SIGKILL) is removed first, so `up` is idempotent.
+    left behind (crash, SIGKILL) is removed first and its ledger kept as
+    ledger.<unix time>.removed.jsonl, so `up` is idempotent; then every other file of an
+    earlier run is removed, so the new run's append-only files start empty.
     """
     scenario = load_scenario(scenario_path)
     update: dict[str, Any] = {}
@@ -120,10 +123,7 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
     leftovers = down(run_dir) if run_dir.ledger.exists() else None
     if run_dir.ledger.exists():
         run_dir.ledger.rename(run_dir.path / f"ledger.{int(time.time())}.removed.jsonl")
-    run_dir.create()
-    for stale in (run_dir.events_applied, run_dir.summary, run_dir.status,
-                  run_dir.path / "controller-state.json"):
-        stale.unlink(missing_ok=True)
+    run_dir.start_fresh()
     write_manifest(run_dir.manifest, build_manifest(
         scenario, scenario_path, run_name=scenario.name,
         extra={"timeline_events": len(timeline.events)}))
@@ -278,14 +278,32 @@ def contact_seconds(tl: Timeline, end_ns: int) -> dict[str, float]:
     return total
 
 
+def speed_caveat(speed: float) -> str | None:
+    """What a speed other than 1 does to the results, or None at speed 1.
+
+    The clock compresses scenario time, but links keep their real rates and delays, so a
+    contact of T scenario seconds lasts T / speed wall seconds and carries 1 / speed of the
+    data it really would.
+    """
+    if math.isclose(speed, 1.0):
+        return None
+    return (f"speed {speed:g}: each contact lasted 1/{speed:g} of its real time while links kept "
+            f"their real rates, so it carried {1 / speed:.3g}x the data it really would; "
+            "results that depend on data volume or latency per contact need speed 1")
+
+
 def summarize(prep: Prepared, held: Held) -> dict[str, Any]:
     """Per satellite: contact time, files and bytes delivered, goodput vs capacity;
-    event lateness p50/p99; what was removed."""
+    event lateness p50/p99; what was removed. `data_per_contact_ratio` (1 / speed) and
+    `speed_caveat` say how much less data each contact carried than it really would."""
+    speed = prep.scenario.speed
     return {
         "scenario": prep.scenario.name,
         "duration_s": prep.scenario.duration_s,
         "played_s": held.played_ns / 1e9,
-        "speed": prep.scenario.speed,
+        "speed": speed,
+        "data_per_contact_ratio": 1.0 / speed,
+        "speed_caveat": speed_caveat(speed),
         "interrupted": held.interrupted,
         "instants_applied": len(held.instants),
         "events_applied": sum(i.events for i in held.instants),
