@@ -11,12 +11,12 @@ import shlex
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from testbed.cli.console import CliConsole
 from testbed.errors import InputError
 from testbed.replay import ReplayResult, ReplaySpec, ReplayTopology, run_replay
 
-_console = Console(stderr=True)
+_console = CliConsole(stderr=True)
 
 
 def _announce(topology: ReplayTopology) -> None:

@@ -9,12 +9,12 @@ import math
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from testbed.cli.console import CliConsole
 from testbed.linkverify import VerifyReport, VerifySpec, run_verify
 from testbed.replay import ReplaySpec
 
-_console = Console()
+_console = CliConsole()
 
 
 def _f(x: float, fmt: str) -> str:

@@ -81,6 +81,19 @@ def down(run_dir: RunDir) -> TeardownReport:
     return report
 
 
+def leftover_runs(root: Path) -> list[RunDir]:
+    """Every run directory under `root` (at any depth) that still has a ledger.jsonl."""
+    if not root.is_dir():
+        return []
+    return [RunDir(p.parent) for p in sorted(root.rglob("ledger.jsonl"))]
+
+
+def down_all(root: Path) -> dict[Path, TeardownReport]:
+    """`down` every run under `root` that still has a ledger (also runs still going); the
+    report of each, by run directory. Idempotent: a second call finds everything gone."""
+    return {run_dir.path: down(run_dir) for run_dir in leftover_runs(root)}
+
+
 def _check_profiles(scenario: Scenario) -> None:
     """Unknown device profiles fail before anything is created (error lists valid names)."""
     from testbed.profiles import get_profile
