@@ -15,6 +15,7 @@ from testbed.cli.console import CliConsole
 from testbed.constellation import resolve_constellation
 from testbed.errors import InputError
 from testbed.scenario import load_scenario
+from testbed.scenario.checks import validate_scenario
 from testbed.topo import TopologyReport, contact_windows_records, topology_report
 
 console = CliConsole()
@@ -33,13 +34,15 @@ def _show_warnings(caught: list[warnings.WarningMessage], out: CliConsole = cons
 def validate(scenario: Path = typer.Argument(..., help="Scenario YAML file.")) -> None:
     """Validate SCENARIO and list the satellites it selects; creates nothing.
 
+    Checks what `up` and `run` check before they create anything: the schema, the workload
+    kind, the device profiles, every trace file (parsed), the constellation selection.
     Errors name the file, the line and the field, e.g.
 
       experiments/x.yaml:8: ground_stations.0.lat_deg: Input should be less than or equal to 90
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        s = load_scenario(scenario)
+        s = validate_scenario(scenario)
         resolved = resolve_constellation(s)
     _show_warnings(caught)
     console.print(f"[green]ok[/] {scenario}: scenario '{s.name}', "

@@ -30,6 +30,7 @@ from testbed.lifecycle.routes import percentiles
 from testbed.lifecycle.run_dir import RunDir
 from testbed.manifest import build_manifest, write_manifest
 from testbed.scenario import Scenario, load_scenario
+from testbed.scenario.checks import validate_scenario
 from testbed.sysrun import Runner
 from testbed.timeline.build import build_timeline
 from testbed.timeline.model import Timeline
@@ -94,15 +95,6 @@ def down_all(root: Path) -> dict[Path, TeardownReport]:
     return {run_dir.path: down(run_dir) for run_dir in leftover_runs(root)}
 
 
-def _check_profiles(scenario: Scenario) -> None:
-    """Unknown device profiles fail before anything is created (error lists valid names)."""
-    from testbed.profiles import get_profile
-
-    for role in (scenario.nodes.satellite, scenario.nodes.ground):
-        if role.profile not in scenario.nodes.profiles:
-            get_profile(role.profile)
-
-
 @dataclass
 class Prepared:
     scenario_path: Path
@@ -116,12 +108,13 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
             duration_s: float | None = None, progress: Progress | None = None) -> Prepared:
     """Validate, compute the timeline, and make the run directory (manifest first).
 
-    Bad scenarios fail here, before anything is created. A run of the same scenario that was
+    Bad scenarios fail here, before anything is created (`validate_scenario`: the same checks
+    as `testbed validate`). A run of the same scenario that was
     left behind (crash, SIGKILL) is removed first and its ledger kept as
     ledger.<unix time>.removed.jsonl, so `up` is idempotent; then every other file of an
     earlier run is removed, so the new run's append-only files start empty.
     """
-    scenario = load_scenario(scenario_path)
+    scenario = validate_scenario(scenario_path)
     update: dict[str, Any] = {}
     if speed is not None:
         update["speed"] = speed
@@ -129,7 +122,6 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
         update["duration_s"] = duration_s
     if update:
         scenario = Scenario.model_validate({**scenario.model_dump(), **update})
-    _check_profiles(scenario)
     constellation = resolve_constellation(scenario)
     timeline, _ = build_timeline(scenario, constellation, progress)
     run_dir = run_dir_for(scenario)
