@@ -94,6 +94,9 @@ def register(app: typer.Typer) -> None:
         json_out: Path | None = typer.Option(None, "--json", help="Write rows and summary "
                                              "as JSON here."),
         prefix: str | None = typer.Option(None, "--prefix", help="Namespace name prefix."),
+        run_dir: Path | None = typer.Option(None, "--run-dir", help="Where the ledger and the "
+                                            "probes' outputs go (default: runs/replay-PREFIX); "
+                                            "`testbed down` it after a crash."),
     ) -> None:
         """Measure a shaped link against its traces: iperf3 UDP (saturating) and TCP, then
         ping every 10 ms; prints programmed vs achieved per second and summary errors.
@@ -105,7 +108,7 @@ def register(app: typer.Typer) -> None:
         """
         spec = VerifySpec(
             ReplaySpec(down=down, up=up, delay=delay, loss_ratio=loss,
-                       delay_step_ms=delay_step_ms, prefix=prefix),
+                       delay_step_ms=delay_step_ms, prefix=prefix, run_dir=run_dir),
             duration_s=duration_s,
             rate_bps=None if rate_mbps is None else int(rate_mbps * 1e6))
         report = run_verify(spec)

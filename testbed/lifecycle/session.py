@@ -20,7 +20,7 @@ from typing import Any
 from netem.player import MonotonicClock
 from testbed.constellation import resolve_constellation
 from testbed.errors import InputError, TestbedError
-from testbed.ledger import Ledger, TeardownReport, teardown
+from testbed.ledger import Ledger, TeardownReport, retire_ledger, teardown
 from testbed.lifecycle.clock import AppliedInstant, RunClock
 from testbed.lifecycle.control import ControlServer
 from testbed.lifecycle.faults import FAULT_OPS, FaultInjector
@@ -125,9 +125,7 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
     constellation = resolve_constellation(scenario)
     timeline, _ = build_timeline(scenario, constellation, progress)
     run_dir = run_dir_for(scenario)
-    leftovers = down(run_dir) if run_dir.ledger.exists() else None
-    if run_dir.ledger.exists():
-        run_dir.ledger.rename(run_dir.path / f"ledger.{int(time.time())}.removed.jsonl")
+    leftovers = retire_ledger(run_dir.ledger, Runner())
     run_dir.start_fresh()
     write_manifest(run_dir.manifest, build_manifest(
         scenario, scenario_path, run_name=scenario.name,
