@@ -4,6 +4,7 @@ and when the replay is interrupted by SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import statistics
@@ -210,11 +211,16 @@ def test_terminal_resolves_from_the_ground_side(tmp_path: Path, traces, unique_p
     assert out.read_text().split() == ["100.64.0.2", "terminal", "100.64.0.1", "ground"]
 
 
+def _sleeps(marker: str) -> list[int]:
+    """The `sleep MARKER` processes themselves (not the replay whose arguments name them)."""
+    return [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
+            if p.info["cmdline"] == ["sleep", marker]]
+
+
 def test_down_after_sigkill_of_replay_leaves_nothing(tmp_path: Path, traces,
                                                      unique_prefix: str):
     require_root()
     require_binary("ethtool", "ip")
-    before = _workers()
     marker = "29.7183"
     run = tmp_path / "run"
     err_path = tmp_path / "stderr.txt"
@@ -226,16 +232,22 @@ def test_down_after_sigkill_of_replay_leaves_nothing(tmp_path: Path, traces,
             stderr=err)
     try:
         deadline = time.monotonic() + 60  # a loaded CI machine starts the forwarder slowly
-        while len(_with_cmdline(f"sleep {marker}")) < 2 and time.monotonic() < deadline \
+        while len(_sleeps(marker)) < 2 and time.monotonic() < deadline \
                 and proc.poll() is None:
             time.sleep(0.1)
-        assert len(_with_cmdline(f"sleep {marker}")) == 2, err_path.read_text()
+        assert len(_sleeps(marker)) == 2, (proc.poll(), err_path.read_text())
         assert f"testbed down {run}" in err_path.read_text()
         proc.kill()  # SIGKILL: no teardown runs
         proc.wait(timeout=10)
-        assert _ns_files(unique_prefix) and _with_cmdline(f"sleep {marker}"), "SIGKILL left these"
+        assert _ns_files(unique_prefix) and _sleeps(marker), "SIGKILL left these"
+        recorded = [json.loads(line) for line in (run / "ledger.jsonl").read_text().splitlines()]
+        pids = [e["details"]["pid"] for e in recorded if e["kind"] == "process"]
+        assert len(pids) == 3  # the forwarder, the ground command, the command
         assert main(["down", str(run)]) == 0
-        _assert_nothing_left(unique_prefix, before, marker)
+        assert not [pid for pid in pids if psutil.pid_exists(pid)
+                    and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        # (not the global worker count: other test sessions may run forwarders meanwhile)
+        _assert_nothing_left(unique_prefix, _workers(), marker)
         assert not _ns_files(unique_prefix)
     finally:
         if proc.poll() is None:
