@@ -49,7 +49,7 @@ def print_counters(result: ReplayResult) -> None:
         + (f"; traces handed over (applied - start): {started}" if started else "")
         + (f"; stopped by signal {result.interrupted_by}" if result.interrupted_by else ""),
         highlight=False, soft_wrap=True)
-    if result.leftovers is not None:
+    if result.leftovers is not None and (result.leftovers.removed or result.leftovers.failed):
         _console.print(f"replay: removed what an earlier replay in {result.run_dir} left: "
                        f"{result.leftovers.summary()}", highlight=False, soft_wrap=True)
     if result.teardown is not None and not result.teardown.ok:
