@@ -22,6 +22,8 @@ bench: setup
 lint: setup
 	$(PY) -m ruff check testbed netem controller nodes tests
 
+# Tear down every run whose ledger is still there before deleting the run directories: a
+# failed teardown stops here and keeps runs/ (the ledgers are what `down` needs).
 clean:
-	-$(VENV)/bin/testbed clean-all 2>/dev/null
+	@if [ -d runs ] && [ -x $(VENV)/bin/testbed ]; then $(VENV)/bin/testbed clean-all runs; fi
 	rm -rf runs/ .pytest_cache build *.egg-info

@@ -278,6 +278,18 @@ def teardown(
     return report
 
 
+def retire_ledger(path: Path, runner: Runner) -> TeardownReport | None:
+    """Undo a leftover ledger (a run killed before its teardown) and keep it beside as
+    `ledger.<unix time>.removed.jsonl`, so a new run can start its own; None when there is
+    none. Its entries are never dropped unread."""
+    if not path.exists():
+        return None
+    with Ledger(path) as ledger:
+        report = teardown(ledger, runner)
+    path.rename(path.with_name(f"{path.stem}.{int(time.time())}.removed{path.suffix}"))
+    return report
+
+
 def one_by_one(batch: Sequence[Entry], fn: Callable[[Entry], bool]) -> list[Outcome]:
     """Outcomes of calling `fn(entry) -> removed?` on each entry, failures caught per entry."""
     out = []

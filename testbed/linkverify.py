@@ -13,7 +13,6 @@ import json
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,9 @@ import numpy as np
 from netem import fidelity
 from netem.shapers.userspace_program import TraceProgram
 from testbed.errors import InputError, SystemRequirementError, TestbedError
+from testbed.lifecycle.run_dir import RunDir
 from testbed.linkverify_probe import UDP_PAYLOAD_BYTES
-from testbed.replay import ReplayResult, ReplaySpec, build_programs, run_replay
+from testbed.replay import ReplayResult, ReplaySpec, build_programs, run_replay, with_defaults
 
 IPERF_PORT = 5299
 PING_INTERVAL_S = 0.01
@@ -140,30 +140,34 @@ def _ping(path: Path, wall_minus_mono_ns: int, t0_ns: int,
 
 
 def run_verify(spec: VerifySpec, *, announce: Any = None) -> VerifyReport:
-    """Build the link, measure, tear down (also on Ctrl-C: testbed.replay's handling)."""
+    """Build the link, measure, tear down (also on Ctrl-C: testbed.replay's handling).
+
+    The link's ledger and the probes' outputs (results/probes/) go to the replay's run
+    directory (`spec.link.run_dir`, default runs/replay-<prefix>)."""
     for binary in ("iperf3", "ping"):
         if shutil.which(binary) is None:
             raise SystemRequirementError(f"testbed link verify needs '{binary}' on PATH")
     programs = build_programs(spec.link)
     total_ns = (spec.duration_s + spec.tcp_s + spec.duration_s) * 10**9 + 60 * 10**9
     rate_bps = spec.rate_bps or int(1.5 * _peak_rate_bps(programs["down"], total_ns))
-    out = Path(tempfile.mkdtemp(prefix="linkverify-"))
-    try:
-        ground_addr = spec.link.ground_addr.split("/")[0]
-        command = [sys.executable, "-m", "testbed.linkverify_probe", str(out), ground_addr,
-                   str(IPERF_PORT), str(spec.duration_s), str(spec.tcp_s), str(rate_bps),
-                   str(spec.ping_count), str(PING_INTERVAL_S)]
-        result = run_replay(spec.link, command, announce=announce,
-                            ground_command=["iperf3", "-s", "-p", str(IPERF_PORT),
-                                                "--logfile", str(out / "server.log")])
-        if result.interrupted_by is not None:
-            raise KeyboardInterrupt
-        if result.returncode != 0:
-            raise TestbedError(f"link verify: the probes exited with status "
-                               f"{result.returncode}")
-        report = analyse(out, programs, replace(spec, rate_bps=rate_bps), result)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    link = with_defaults(spec.link)
+    spec = replace(spec, link=link)
+    # the probes' outputs stay beside the replay's ledger (a record of the measurement)
+    out = RunDir(Path(str(link.run_dir))).results / "probes"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    ground_addr = spec.link.ground_addr.split("/")[0]
+    command = [sys.executable, "-m", "testbed.linkverify_probe", str(out), ground_addr,
+               str(IPERF_PORT), str(spec.duration_s), str(spec.tcp_s), str(rate_bps),
+               str(spec.ping_count), str(PING_INTERVAL_S)]
+    result = run_replay(spec.link, command, announce=announce,
+                        ground_command=["iperf3", "-s", "-p", str(IPERF_PORT),
+                                        "--logfile", str(out / "server.log")])
+    if result.interrupted_by is not None:
+        raise KeyboardInterrupt
+    if result.returncode != 0:
+        raise TestbedError(f"link verify: the probes exited with status {result.returncode}")
+    report = analyse(out, programs, replace(spec, rate_bps=rate_bps), result)
     return report
 
 

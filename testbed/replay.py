@@ -5,8 +5,14 @@ Two network namespaces, terminal and ground, joined through a third by the users
 (netem.shapers.userspace_pair); the command runs in the terminal namespace (downlink = ground
 to terminal). Owns the order of setup and teardown and the command's process group: teardown
 runs on normal exit, on the command failing, on Ctrl-C/SIGINT, SIGTERM and SIGHUP (handlers
-turn them into an orderly stop; further signals are ignored while removing). A SIGKILL leaves
-namespaces named `<prefix>-term/-gnd/-shp`, which `ip netns del` removes.
+turn them into an orderly stop; further signals are ignored while removing).
+
+Everything it creates is recorded first in the ledger of its run directory (default
+`runs/replay-<prefix>/`): the namespaces `<prefix>-term/-gnd/-shp`, the root ends of their
+veths, the forwarder, the commands' process groups and the hosts files that make the names
+`ground` and `terminal` resolve inside the namespaces (`/etc/netns/<ns>/hosts`, which
+`ip netns exec` bind-mounts over /etc/hosts). After a SIGKILL, `testbed down <run dir>` removes
+exactly those; a new replay in the same run directory does that first.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,16 @@ from netem.shapers.userspace_program import TraceProgram
 from netem.traces import FormatOptions, read_trace
 from netem.traces.model import DirectionSeries
 from testbed.errors import InputError, SystemRequirementError
+from testbed.ledger import (
+    Ledger,
+    LedgerError,
+    TeardownReport,
+    process_entry_details,
+    retire_ledger,
+    teardown,
+)
+from testbed.lifecycle.run_dir import RunDir
+from testbed.sysrun import Runner
 
 UNSHAPED_RATE_BPS = 10_000_000_000
 """Rate of a direction given no capacity trace (far above what the forwarder can carry)."""
@@ -40,6 +56,11 @@ START_DELAY_NS = 250_000_000
 takes ~50 ms to hand over), at one instant for both directions; the command starts then."""
 STOP_GRACE_S = 2.0
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+DEFAULT_RUNS_DIR = Path("runs")
+NETNS_ETC_DIR = Path("/etc/netns")
+"""`ip netns exec NS` bind-mounts each file of /etc/netns/NS over the same file in /etc."""
+HOST_NAMES = {"ground": "ground_addr", "terminal": "terminal_addr"}
+"""Names that resolve inside the replay's namespaces, to the addresses of the two ends."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +70,8 @@ class ReplaySpec:
     down / up: capacity traces (up None: the uplink is unshaped); delay: one-way delay trace
     applied to both directions (its 'up' direction, when it has one, to the uplink); without
     it the capacity traces' own delay, if recorded, is used. loss_ratio: random loss added in
-    each direction. delay_step_ms: bin of delay files without timestamps (LeoReplayer: 10).
+    each direction. delay_step_ms: bin of a delay file that declares none (LeoReplayer: 10).
+    run_dir: where the ledger goes (default runs/replay-<prefix>).
     """
 
     down: Path
@@ -63,6 +85,7 @@ class ReplaySpec:
     terminal_addr: str = "100.64.0.2/24"
     ground_addr: str = "100.64.0.1/24"
     seed: int | None = None
+    run_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.loss_ratio <= 1.0:
@@ -83,6 +106,7 @@ class ReplayTopology:
     shaper_ns: str
     terminal_addr: str
     ground_addr: str
+    run_dir: Path | None = None  # holds the ledger: `testbed down` it after a SIGKILL
 
     def environment(self) -> dict[str, str]:
         return {"REPLAY_TERMINAL_NS": self.terminal_ns, "REPLAY_GROUND_NS": self.ground_ns,
@@ -105,6 +129,9 @@ class ReplayResult:
     events: list[dict[str, Any]] = field(default_factory=list)
     interrupted_by: int | None = None
     topology: ReplayTopology | None = None
+    run_dir: Path | None = None
+    teardown: TeardownReport | None = None
+    leftovers: TeardownReport | None = None  # an earlier replay's, removed first
 
 
 class _Stop(Exception):
@@ -156,6 +183,49 @@ def build_programs(spec: ReplaySpec) -> dict[str, TraceProgram | None]:
         programs[direction] = TraceProgram.from_series(
             cap, delay=delay if delay is not None else cap, name=Path(str(source)).name)
     return programs
+
+
+# ---- what the replay creates, in its ledger -------------------------------------------------
+
+def with_defaults(spec: ReplaySpec) -> ReplaySpec:
+    """`spec` with its prefix and run directory chosen (random prefix rp + 5 hex digits)."""
+    prefix = spec.prefix or f"rp{uuid.uuid4().hex[:5]}"
+    return replace(spec, prefix=prefix,
+                   run_dir=spec.run_dir or DEFAULT_RUNS_DIR / f"replay-{prefix}")
+
+
+def _record_pair(ledger: Ledger, pair: NamespacePair) -> None:
+    """Before the pair exists: its namespaces and the root ends of its veths."""
+    n = pair.names
+    ledger.record_many([*(("netns", ns, {}) for ns in n.namespaces),
+                        *(("link", n.iface(end), {}) for end in ("t0", "g0"))])
+
+
+def hosts_text(topology: ReplayTopology) -> str:
+    """The /etc/hosts the replay's namespaces see: localhost and the two ends by name."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{getattr(topology, attr)}\t{name}" for name, attr in HOST_NAMES.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _write_hosts(ledger: Ledger, topology: ReplayTopology, etc_dir: Path) -> None:
+    """Make `ground` and `terminal` resolve inside both namespaces (recorded, then written)."""
+    etc_dir.mkdir(parents=True, exist_ok=True)  # a system folder iproute2 owns: never removed
+    for ns in (topology.terminal_ns, topology.ground_ns):
+        folder, hosts = etc_dir / ns, etc_dir / ns / "hosts"
+        if folder.exists():
+            raise SystemRequirementError(f"{folder} already exists: another tool configures "
+                                         f"namespace {ns}; pick another --prefix")
+        ledger.record("dir", str(folder), path=str(folder))
+        folder.mkdir()
+        ledger.record("file", str(hosts), path=str(hosts))
+        hosts.write_text(hosts_text(topology))
+
+
+def _record_process(ledger: Ledger, name: str, pid: int) -> None:
+    """A process group just started; one that is already gone needs no undo."""
+    with contextlib.suppress(LedgerError):
+        ledger.record("process", name, **process_entry_details(pid, group=True))
 
 
 # ---- the command's process group --------------------------------------------------------------
@@ -261,7 +331,12 @@ def run_replay(
     if os.geteuid() != 0:
         raise SystemRequirementError("testbed replay needs root (network namespaces, "
                                      "AF_PACKET sockets)")
-    prefix = spec.prefix or f"rp{uuid.uuid4().hex[:5]}"
+    spec = with_defaults(spec)
+    prefix = str(spec.prefix)
+    run_dir = RunDir(Path(str(spec.run_dir)))
+    leftovers = retire_ledger(run_dir.ledger, Runner())
+    run_dir.create()
+    report: TeardownReport | None = None
     started = time.monotonic()
     interrupted: int | None = None
     returncode = 1
@@ -274,10 +349,16 @@ def run_replay(
     ground: subprocess.Popen[bytes] | None = None
     child: subprocess.Popen[bytes] | None = None
     tty_owner = os.getpgrp()
-    with _handlers(handle_signals):
+    with _handlers(handle_signals), Ledger(run_dir.ledger) as ledger:
         try:
+            _record_pair(ledger, pair)
             pair.create()
+            n = pair.names
+            topology = ReplayTopology(prefix, n.terminal_ns, n.ground_ns, n.shaper_ns,
+                                      pair.terminal_addr, pair.ground_addr, run_dir.path)
+            _write_hosts(ledger, topology, NETNS_ETC_DIR)
             shaper = UserspaceShaper(seed=spec.seed)
+            _record_process(ledger, f"{prefix}-forwarder", shaper.pid)
             states = {d: LinkState(rate_bps=UNSHAPED_RATE_BPS, loss_ratio=spec.loss_ratio,
                                    queue_limit_packets=spec.queue_limit_packets, name=d)
                       for d in ("down", "up")}
@@ -287,18 +368,17 @@ def run_replay(
             for direction, program in programs.items():
                 if program is not None:
                     shaper.follow(direction, program, start_ns=t0)
-            n = pair.names
-            topology = ReplayTopology(prefix, n.terminal_ns, n.ground_ns, n.shaper_ns,
-                                      pair.terminal_addr, pair.ground_addr)
             env = {**os.environ, **topology.environment()}
             if ground_command:
                 ground = subprocess.Popen(pair.argv_in("ground", ground_command), env=env,
                                           stdin=subprocess.DEVNULL, process_group=0)
+                _record_process(ledger, f"{prefix}-ground-command", ground.pid)
             if announce is not None:
                 announce(topology)
             time.sleep(max(0, t0 - time.monotonic_ns()) / 1e9)
             child = subprocess.Popen(pair.argv_in("terminal", command), env=env,
                                      process_group=0)
+            _record_process(ledger, f"{prefix}-command", child.pid)
             _give_terminal(child.pid)
             returncode = _returncode(child.wait())
         except _Stop as stop:
@@ -324,6 +404,9 @@ def run_replay(
                             cpu_s = float(shaper.worker_stats()["cpu_s"])
                         shaper.close()
                 finally:
-                    pair.close()
+                    try:
+                        pair.close()
+                    finally:  # whatever the orderly stop missed, and the hosts files
+                        report = teardown(ledger, Runner())
     return ReplayResult(returncode, counters, cpu_s, time.monotonic() - started, events,
-                        interrupted, topology)
+                        interrupted, topology, run_dir.path, report, leftovers)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 
@@ -84,3 +85,28 @@ def topology_report(scenario: Scenario, progress: Progress | None = None) -> Top
         isl_up_fraction=float(up.mean()) if up.size else 0.0, isl_stats=stats,
         coverage_fraction=coverage, handovers=handovers,
     )
+
+
+def _utc(t: np.datetime64) -> str:
+    return str(t.astype("datetime64[ms]")) + "Z"
+
+
+def contact_windows_records(report: TopologyReport) -> list[dict[str, Any]]:
+    """The contact windows as JSON-ready records, in rise order: `satellite` (its node name in
+    the run), `satellite_source_name` (its name in the TLE/Walker source), `station`,
+    `rise_utc`/`culmination_utc`/`set_utc` (ISO 8601, ms), `duration_s`, `max_elevation_deg`,
+    and `clipped_start`/`clipped_end` (the pass began/ended outside the scenario window)."""
+    names = dict(zip((s.name for s in report.constellation.satellites),
+                     (n.name for n in report.timeline.nodes), strict=False))
+    return [{
+        "satellite": names.get(w.satellite, w.satellite),
+        "satellite_source_name": w.satellite,
+        "station": w.station,
+        "rise_utc": _utc(w.rise_time),
+        "culmination_utc": _utc(w.culmination_time),
+        "set_utc": _utc(w.set_time),
+        "duration_s": round(w.duration_s, 3),
+        "max_elevation_deg": round(w.max_elevation_deg, 3),
+        "clipped_start": w.clipped_start,
+        "clipped_end": w.clipped_end,
+    } for w in report.windows]

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from testbed.cli.console import CliConsole
 from testbed.errors import SystemRequirementError
 from testbed.lifecycle.control import request
 from testbed.lifecycle.live_view import (
@@ -27,14 +27,16 @@ from testbed.lifecycle.session import (
     Held,
     Prepared,
     down,
+    down_all,
     hold,
+    leftover_runs,
     prepare,
     resolve_run_dir,
     summarize,
 )
 from testbed.workloads.registry import workload_for
 
-console = Console()
+console = CliConsole()
 fault_app = typer.Typer(help="Inject faults into a running testbed (started by up or run).",
                         no_args_is_help=True)
 
@@ -88,6 +90,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
                       f"{w['goodput_mbps']:.2f}" if "goodput_mbps" in w else "-",
                       f"{w['capacity_mbps']:.2f}" if "capacity_mbps" in w else "-")
     console.print(table)
+    if summary.get("speed_caveat"):
+        console.print(f"[yellow]note:[/yellow] {summary['speed_caveat']}", highlight=False)
     late = summary["lateness_ms"]
     console.print(f"events applied: {summary['events_applied']} at "
                   f"{summary['instants_applied']} instants; lateness p50 {late['p50']:.2f} ms, "
@@ -205,6 +209,29 @@ def down_cmd(
         raise typer.Exit(1)
 
 
+def clean_all(
+    roots: list[Path] = typer.Argument(None, help="Folders holding run directories "
+                                       "(default: runs)."),
+) -> None:
+    """Tear down every run under ROOTS whose ledger is still there (crashed, killed or still
+    going), from its ledger, like `down` on each. Exit status 1 if anything could not be
+    removed. `make clean` calls it before deleting runs/."""
+    reports = {path: report for root in (roots or [Path("runs")])
+               for path, report in _down_all(root).items()}
+    for path, report in reports.items():
+        console.print(f"{path}: {report.summary()}", highlight=False)
+    if not reports:
+        console.print("no run directories with a ledger", highlight=False)
+    if not all(r.ok for r in reports.values()):
+        raise typer.Exit(1)
+
+
+def _down_all(root: Path) -> dict[Path, Any]:
+    if leftover_runs(root):
+        _need_root()
+    return down_all(root)
+
+
 def status(
     target: Path = typer.Argument(..., help="Run directory, or the scenario file of the run."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -294,5 +321,6 @@ def register(app: typer.Typer) -> None:
     app.command()(up)
     app.command()(run)
     app.command("down")(down_cmd)
+    app.command("clean-all")(clean_all)
     app.command()(status)
     app.add_typer(fault_app, name="fault")

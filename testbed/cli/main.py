@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import click
 import typer
-from rich.console import Console
 
 from netem.errors import NetemError
 from testbed import __version__
+from testbed.cli.console import CliConsole
 from testbed.errors import TestbedError
 
 # Modules that add commands; each has `register(app: typer.Typer) -> None`.
@@ -29,7 +29,7 @@ COMMAND_MODULES: list[str] = [
     "testbed.cli.verify_cmd",
 ]
 
-err_console = Console(stderr=True)
+err_console = CliConsole(stderr=True)
 
 
 def _version_callback(value: bool) -> None:

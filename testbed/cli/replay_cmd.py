@@ -11,19 +11,20 @@ import shlex
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from testbed.cli.console import CliConsole
 from testbed.errors import InputError
 from testbed.replay import ReplayResult, ReplaySpec, ReplayTopology, run_replay
 
-_console = Console(stderr=True)
+_console = CliConsole(stderr=True)
 
 
 def _announce(topology: ReplayTopology) -> None:
     _console.print(
         f"replay: link up; terminal {topology.terminal_ns} ({topology.terminal_addr}), "
-        f"ground {topology.ground_ns} ({topology.ground_addr}); $REPLAY_GROUND_ADDR is set",
-        highlight=False, soft_wrap=True)
+        f"ground {topology.ground_ns} ({topology.ground_addr}); the names 'ground' and "
+        f"'terminal' resolve inside, $REPLAY_GROUND_ADDR is set; ledger in {topology.run_dir} "
+        f"(after a SIGKILL: testbed down {topology.run_dir})", highlight=False, soft_wrap=True)
 
 
 def print_counters(result: ReplayResult) -> None:
@@ -48,6 +49,12 @@ def print_counters(result: ReplayResult) -> None:
         + (f"; traces handed over (applied - start): {started}" if started else "")
         + (f"; stopped by signal {result.interrupted_by}" if result.interrupted_by else ""),
         highlight=False, soft_wrap=True)
+    if result.leftovers is not None and (result.leftovers.removed or result.leftovers.failed):
+        _console.print(f"replay: removed what an earlier replay in {result.run_dir} left: "
+                       f"{result.leftovers.summary()}", highlight=False, soft_wrap=True)
+    if result.teardown is not None and not result.teardown.ok:
+        _console.print(f"[red]replay: teardown left resources behind:[/red] "
+                       f"{result.teardown.summary()}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -66,13 +73,18 @@ def register(app: typer.Typer) -> None:
         queue_bytes: int | None = typer.Option(None, "--queue-bytes",
                                                help="Drop-tail queue, bytes (also)."),
         delay_step_ms: float | None = typer.Option(None, "--delay-step-ms",
-                                                   help="Bin of the delay file (default 10)."),
+                                                   help="Bin of a delay file without '# bin_ms' "
+                                                   "(default 10; must agree with one it has)."),
         shell: bool = typer.Option(False, "--shell", help="Run an interactive shell instead."),
         ground: str | None = typer.Option(None, "--ground", help="Command started in the "
                                           "ground namespace first (e.g. 'iperf3 -s')."),
         prefix: str | None = typer.Option(None, "--prefix", help="Name prefix of the "
                                           "namespaces (default: rp + random)."),
         seed: int | None = typer.Option(None, "--seed", help="Seed of loss draws."),
+        run_dir: Path | None = typer.Option(None, "--run-dir", help="Where the ledger of what "
+                                            "the replay creates goes (default: "
+                                            "runs/replay-PREFIX); `testbed down` it after a "
+                                            "crash."),
     ) -> None:
         """Run COMMAND behind an emulated link replaying traces (like mahimahi's mm-link)."""
         argv = list(command or [])
@@ -82,7 +94,8 @@ def register(app: typer.Typer) -> None:
             argv = [os.environ.get("SHELL", "/bin/sh")]
         spec = ReplaySpec(down=down, up=up, delay=delay, loss_ratio=loss,
                           queue_limit_packets=queue, queue_limit_bytes=queue_bytes,
-                          delay_step_ms=delay_step_ms, prefix=prefix, seed=seed)
+                          delay_step_ms=delay_step_ms, prefix=prefix, seed=seed,
+                          run_dir=run_dir)
         result = run_replay(spec, argv, ground_command=shlex.split(ground) if ground else None,
                             announce=_announce)
         print_counters(result)

@@ -2,42 +2,47 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from testbed.cli.console import CliConsole
 from testbed.constellation import resolve_constellation
 from testbed.errors import InputError
 from testbed.scenario import load_scenario
-from testbed.topo import TopologyReport, topology_report
+from testbed.scenario.checks import validate_scenario
+from testbed.topo import TopologyReport, contact_windows_records, topology_report
 
-console = Console()
+console = CliConsole()
+err_console = CliConsole(stderr=True)
 
 
 def _fmt_time(t: np.datetime64) -> str:
     return str(t.astype("datetime64[ms]")).replace("T", " ")
 
 
-def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
+def _show_warnings(caught: list[warnings.WarningMessage], out: CliConsole = console) -> None:
     for w in caught:
-        console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        out.print(f"[yellow]warning:[/] {w.message}", highlight=False)
 
 
 def validate(scenario: Path = typer.Argument(..., help="Scenario YAML file.")) -> None:
     """Validate SCENARIO and list the satellites it selects; creates nothing.
 
+    Checks what `up` and `run` check before they create anything: the schema, the workload
+    kind, the device profiles, every trace file (parsed), the constellation selection.
     Errors name the file, the line and the field, e.g.
 
       experiments/x.yaml:8: ground_stations.0.lat_deg: Input should be less than or equal to 90
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        s = load_scenario(scenario)
+        s = validate_scenario(scenario)
         resolved = resolve_constellation(s)
     _show_warnings(caught)
     console.print(f"[green]ok[/] {scenario}: scenario '{s.name}', "
@@ -93,19 +98,27 @@ def topo(
     export: Path | None = typer.Option(None, "--export", help="Write the topology timeline: "
                                        "FILE.jsonl (JSON lines) or FILE.parquet."),
     limit: int = typer.Option(50, help="Show at most this many contact windows."),
+    as_json: bool = typer.Option(False, "--json", help="Print every contact window as JSON "
+                                 "on stdout (nothing else goes there; --limit does not apply)."),
 ) -> None:
     """Compute SCENARIO's topology: contact windows, ISL statistics, the event timeline.
 
     Example: testbed topo experiments/spaceverse-shanghai.yaml --plot topo.png
     --export timeline.jsonl
+
+    With --json, stdout is one JSON object: {"scenario", "epoch_utc", "duration_s",
+    "windows": [{"satellite", "satellite_source_name", "station", "rise_utc",
+    "culmination_utc", "set_utc", "duration_s", "max_elevation_deg", "clipped_start",
+    "clipped_end"}]}; messages go to stderr.
     """
+    out = err_console if as_json else console
     if export is not None and export.suffix not in (".jsonl", ".parquet"):
         raise InputError(f"unknown export format '{export.suffix}', expected .jsonl or "
                          ".parquet", path=export)
     s = load_scenario(scenario)
     with warnings.catch_warnings(record=True) as caught, Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(), console=console, transient=True,
+        TimeElapsedColumn(), console=out, transient=True,
     ) as bar:
         warnings.simplefilter("always")
         tasks: dict[str, int] = {}
@@ -116,24 +129,34 @@ def topo(
             bar.update(tasks[step], completed=done, total=total)
 
         report = topology_report(s, progress)
-    _show_warnings(caught)
+    _show_warnings(caught, out)
+    if as_json:
+        typer.echo(json.dumps({
+            "scenario": s.name, "epoch_utc": f"{s.epoch:%Y-%m-%dT%H:%M:%SZ}",
+            "duration_s": s.duration_s, "windows": contact_windows_records(report)}))
+    else:
+        _print_tables(report, limit)
+    if export is not None:
+        if export.suffix == ".jsonl":
+            report.timeline.to_jsonl(export)
+        else:
+            report.timeline.to_parquet(export)
+        out.print(f"timeline written to {export}", highlight=False)
+    if plot is not None:
+        from testbed.topo_plot import plot_topology
+
+        for written in plot_topology(report, plot):
+            out.print(f"plot written to {written}", highlight=False)
+
+
+def _print_tables(report: TopologyReport, limit: int) -> None:
+    s = report.scenario
     console.print(f"scenario '{s.name}': {len(report.constellation.satellites)} satellites "
                   f"({report.constellation.source}), {len(s.ground_stations)} ground "
                   f"station(s), {s.duration_s:g} s, step {s.timeline.step_s:g} s",
                   highlight=False)
     console.print(_windows_table(report, limit))
     console.print(_links_table(report))
-    if export is not None:
-        if export.suffix == ".jsonl":
-            report.timeline.to_jsonl(export)
-        else:
-            report.timeline.to_parquet(export)
-        console.print(f"timeline written to {export}", highlight=False)
-    if plot is not None:
-        from testbed.topo_plot import plot_topology
-
-        for written in plot_topology(report, plot):
-            console.print(f"plot written to {written}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

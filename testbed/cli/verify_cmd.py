@@ -9,12 +9,12 @@ import math
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from testbed.cli.console import CliConsole
 from testbed.linkverify import VerifyReport, VerifySpec, run_verify
 from testbed.replay import ReplaySpec
 
-_console = Console()
+_console = CliConsole()
 
 
 def _f(x: float, fmt: str) -> str:
@@ -88,11 +88,15 @@ def register(app: typer.Typer) -> None:
         rate_mbps: float | None = typer.Option(None, "--rate-mbps", help="UDP offered rate "
                                                "(default 1.5 x the trace's 1 s peak)."),
         delay_step_ms: float | None = typer.Option(None, "--delay-step-ms",
-                                                   help="Bin of the delay file (default 10)."),
+                                                   help="Bin of a delay file without '# bin_ms' "
+                                                   "(default 10; must agree with one it has)."),
         plot: Path | None = typer.Option(None, "--plot", help="Write a PNG plot here."),
         json_out: Path | None = typer.Option(None, "--json", help="Write rows and summary "
                                              "as JSON here."),
         prefix: str | None = typer.Option(None, "--prefix", help="Namespace name prefix."),
+        run_dir: Path | None = typer.Option(None, "--run-dir", help="Where the ledger and the "
+                                            "probes' outputs go (default: runs/replay-PREFIX); "
+                                            "`testbed down` it after a crash."),
     ) -> None:
         """Measure a shaped link against its traces: iperf3 UDP (saturating) and TCP, then
         ping every 10 ms; prints programmed vs achieved per second and summary errors.
@@ -104,7 +108,7 @@ def register(app: typer.Typer) -> None:
         """
         spec = VerifySpec(
             ReplaySpec(down=down, up=up, delay=delay, loss_ratio=loss,
-                       delay_step_ms=delay_step_ms, prefix=prefix),
+                       delay_step_ms=delay_step_ms, prefix=prefix, run_dir=run_dir),
             duration_s=duration_s,
             rate_bps=None if rate_mbps is None else int(rate_mbps * 1e6))
         report = run_verify(spec)

@@ -7,6 +7,7 @@ removes what the ledger lists.
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any
 from netem.player import MonotonicClock
 from testbed.constellation import resolve_constellation
 from testbed.errors import InputError, TestbedError
-from testbed.ledger import Ledger, TeardownReport, teardown
+from testbed.ledger import Ledger, TeardownReport, retire_ledger, teardown
 from testbed.lifecycle.clock import AppliedInstant, RunClock
 from testbed.lifecycle.control import ControlServer
 from testbed.lifecycle.faults import FAULT_OPS, FaultInjector
@@ -35,6 +36,7 @@ from testbed.lifecycle.routes import percentiles
 from testbed.lifecycle.run_dir import RunDir
 from testbed.manifest import build_manifest, write_manifest
 from testbed.scenario import Scenario, load_scenario
+from testbed.scenario.checks import validate_scenario
 from testbed.sysrun import Runner
 from testbed.timeline.build import build_timeline
 from testbed.timeline.model import Timeline
@@ -87,13 +89,17 @@ def down(run_dir: RunDir) -> TeardownReport:
     return report
 
 
-def _check_profiles(scenario: Scenario) -> None:
-    """Unknown device profiles fail before anything is created (error lists valid names)."""
-    from testbed.profiles import get_profile
+def leftover_runs(root: Path) -> list[RunDir]:
+    """Every run directory under `root` (at any depth) that still has a ledger.jsonl."""
+    if not root.is_dir():
+        return []
+    return [RunDir(p.parent) for p in sorted(root.rglob("ledger.jsonl"))]
 
-    for role in (scenario.nodes.satellite, scenario.nodes.ground):
-        if role.profile not in scenario.nodes.profiles:
-            get_profile(role.profile)
+
+def down_all(root: Path) -> dict[Path, TeardownReport]:
+    """`down` every run under `root` that still has a ledger (also runs still going); the
+    report of each, by run directory. Idempotent: a second call finds everything gone."""
+    return {run_dir.path: down(run_dir) for run_dir in leftover_runs(root)}
 
 
 @dataclass
@@ -112,10 +118,13 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
             duration_s: float | None = None, progress: Progress | None = None) -> Prepared:
     """Validate, compute the timeline, and make the run directory (manifest first).
 
-    Bad scenarios fail here, before anything is created. A run of the same scenario that was
-    left behind (crash, SIGKILL) is removed first, so `up` is idempotent.
+    Bad scenarios fail here, before anything is created (`validate_scenario`: the same checks
+    as `testbed validate`). A run of the same scenario that was
+    left behind (crash, SIGKILL) is removed first and its ledger kept as
+    ledger.<unix time>.removed.jsonl, so `up` is idempotent; then every other file of an
+    earlier run is removed, so the new run's append-only files start empty.
     """
-    scenario = load_scenario(scenario_path)
+    scenario = validate_scenario(scenario_path)
     update: dict[str, Any] = {}
     if speed is not None:
         update["speed"] = speed
@@ -123,18 +132,12 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
         update["duration_s"] = duration_s
     if update:
         scenario = Scenario.model_validate({**scenario.model_dump(), **update})
-    _check_profiles(scenario)
     inventory = _load_inventory(scenario, scenario_path)
     constellation = resolve_constellation(scenario)
     timeline, _ = build_timeline(scenario, constellation, progress)
     run_dir = run_dir_for(scenario)
-    leftovers = down(run_dir) if run_dir.ledger.exists() else None
-    if run_dir.ledger.exists():
-        run_dir.ledger.rename(run_dir.path / f"ledger.{int(time.time())}.removed.jsonl")
-    run_dir.create()
-    for stale in (run_dir.events_applied, run_dir.summary, run_dir.status,
-                  run_dir.path / "controller-state.json"):
-        stale.unlink(missing_ok=True)
+    leftovers = retire_ledger(run_dir.ledger, Runner())
+    run_dir.start_fresh()
     write_manifest(run_dir.manifest, build_manifest(
         scenario, scenario_path, run_name=scenario.name,
         extra={"timeline_events": len(timeline.events)}))
@@ -143,22 +146,14 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
 
 
 def _load_inventory(scenario: Scenario, scenario_path: Path) -> object:
-    """The lab inventory `backend.inventory` names (relative to the scenario file), checked
-    before anything is created; the remote backend cannot run without one."""
+    """The lab inventory `backend.inventory` names (relative to the scenario file; checked by
+    `validate_scenario` already), or None."""
     path = scenario.backend.inventory
-    uses_remote = "remote" in (scenario.backend.kind, scenario.backend.ground)
     if path is None:
-        if uses_remote:
-            raise InputError("backend remote needs the lab inventory (hosts, users, keys): set "
-                             "backend.inventory to its file (see "
-                             "experiments/lab-inventory.example.yaml)",
-                             path=scenario_path, field="backend.inventory")
         return None
     from testbed.inventory import load_inventory
 
-    if not path.is_absolute():
-        path = scenario_path.parent / path
-    return load_inventory(path)
+    return load_inventory(path if path.is_absolute() else scenario_path.parent / path)
 
 
 def write_outputs(scenario: Scenario, timeline: Timeline, run_dir: RunDir,
@@ -399,14 +394,32 @@ def contact_seconds(tl: Timeline, end_ns: int) -> dict[str, float]:
     return total
 
 
+def speed_caveat(speed: float) -> str | None:
+    """What a speed other than 1 does to the results, or None at speed 1.
+
+    The clock compresses scenario time, but links keep their real rates and delays, so a
+    contact of T scenario seconds lasts T / speed wall seconds and carries 1 / speed of the
+    data it really would.
+    """
+    if math.isclose(speed, 1.0):
+        return None
+    return (f"speed {speed:g}: each contact lasted 1/{speed:g} of its real time while links kept "
+            f"their real rates, so it carried {1 / speed:.3g}x the data it really would; "
+            "results that depend on data volume or latency per contact need speed 1")
+
+
 def summarize(prep: Prepared, held: Held) -> dict[str, Any]:
     """Per satellite: contact time, files and bytes delivered, goodput vs capacity;
-    event lateness p50/p99; what was removed."""
+    event lateness p50/p99; what was removed. `data_per_contact_ratio` (1 / speed) and
+    `speed_caveat` say how much less data each contact carried than it really would."""
+    speed = prep.scenario.speed
     return {
         "scenario": prep.scenario.name,
         "duration_s": prep.scenario.duration_s,
         "played_s": held.played_ns / 1e9,
-        "speed": prep.scenario.speed,
+        "speed": speed,
+        "data_per_contact_ratio": 1.0 / speed,
+        "speed_caveat": speed_caveat(speed),
         "interrupted": held.interrupted,
         "instants_applied": len(held.instants),
         "events_applied": sum(i.events for i in held.instants),

@@ -102,7 +102,13 @@ def validation_error_to_scenario_error(exc: ValidationError, source: SourceMap) 
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Parse and validate a scenario file. Raises ScenarioError naming file, line and field."""
+    """Parse and validate a scenario file against the schema. Raises ScenarioError naming
+    file, line and field. `validate_scenario` (checks.py) also checks names and traces."""
+    return load_scenario_with_source(path)[0]
+
+
+def load_scenario_with_source(path: str | Path) -> tuple[Scenario, SourceMap]:
+    """`load_scenario`, and the map from fields to the file's lines (for later checks)."""
     path = Path(path)
     data, source = load_yaml_with_lines(path)
     if not isinstance(data, dict):
@@ -112,4 +118,4 @@ def load_scenario(path: str | Path) -> Scenario:
     except ValidationError as exc:
         raise validation_error_to_scenario_error(exc, source) from None
     _resolve_paths(scenario, path.resolve().parent)
-    return scenario
+    return scenario, source

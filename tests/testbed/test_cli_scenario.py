@@ -72,3 +72,55 @@ def test_topo_plot_writes_two_pngs(small: Path, tmp_path: Path) -> None:
     for path in (png, tmp_path / "topo-contacts.png"):
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+LONG_STATION = "shanghai-pudong-ground-station-north"
+
+
+def test_topo_tables_are_printed_in_full_off_a_terminal(
+        small: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Captured stdout is not a tty: rich would cut cells at 80 columns ('shanghai-pu…')."""
+    small.write_text(SMALL.replace("name: shanghai", f"name: {LONG_STATION}"))
+    assert main(["topo", str(small), "--limit", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "…" not in text
+    rows = [line for line in text.splitlines() if LONG_STATION in line]
+    assert len(rows) >= 3  # one per window shown, each on one line with its full times
+    assert all(line.count(":") >= 6 for line in rows[:3])
+
+
+def test_topo_json_gives_every_contact_window(small: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["topo", str(small), "--json"]) == 0
+    text = capsys.readouterr().out
+    doc = json.loads(text)  # nothing but the JSON on stdout
+    assert doc["scenario"] == "cli" and doc["epoch_utc"] == "2024-07-16T00:00:00Z"
+    windows = doc["windows"]
+    assert len(windows) > 3
+    for w in windows:
+        assert w["station"] == "shanghai" and w["satellite"].startswith("walker-")
+        assert w["rise_utc"] <= w["culmination_utc"] <= w["set_utc"]
+        assert w["rise_utc"].startswith("2024-07-16T") and w["set_utc"].endswith("Z")
+        assert 10.0 <= w["max_elevation_deg"] <= 90.0
+        assert w["duration_s"] > 0
+    # the same windows the table shows
+    assert main(["topo", str(small), "--limit", "1000"]) == 0
+    table = capsys.readouterr().out
+    assert f"Contact windows ({len(windows)})" in table
+
+
+def test_cli_console_has_no_width_limit_off_a_terminal() -> None:
+    import io
+
+    from rich.table import Table
+
+    from testbed.cli.console import CliConsole
+
+    table = Table("satellite", "station")
+    table.add_row("skysat-c19-" + "x" * 120, "svalbard")
+    wide = CliConsole(file=io.StringIO())
+    wide.print(table)
+    assert "skysat-c19-" + "x" * 120 in wide.file.getvalue()
+    fixed = CliConsole(file=io.StringIO(), width=60)  # an explicit width still applies
+    fixed.print(table)
+    assert max(len(line) for line in fixed.file.getvalue().splitlines()) <= 60

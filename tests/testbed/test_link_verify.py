@@ -27,7 +27,7 @@ def test_link_verify_summary_within_bounds(tmp_path: Path, unique_prefix: str):
     try:
         rc = main(["link", "verify", "--down", str(bw), "--delay", str(delay),
                    "--duration-s", "3", "--prefix", unique_prefix, "--json", str(out),
-                   "--plot", str(plot)])
+                   "--plot", str(plot), "--run-dir", str(tmp_path / "run")])
         assert rc == 0
         report = json.loads(out.read_text())
         s = report["summary"]
@@ -39,6 +39,13 @@ def test_link_verify_summary_within_bounds(tmp_path: Path, unique_prefix: str):
         programmed = [r["programmed_ms"] for r in report["rtt"]]
         assert all(9 < p < 42 for p in programmed)
         assert plot.stat().st_size > 1000
+        # what it created is in its run directory's ledger, and all of it was removed
+        ledger = [json.loads(x) for x in (tmp_path / "run" / "ledger.jsonl").read_text()
+                  .splitlines()]
+        kinds = {e["kind"] for e in ledger}
+        assert {"netns", "process", "file"} <= kinds
+        assert main(["down", str(tmp_path / "run")]) == 0  # nothing left to remove
+        assert (tmp_path / "run" / "results" / "probes" / "udp.json").is_file()
     finally:
         assert not list(Path("/var/run/netns").glob(f"{unique_prefix}-*"))
         links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,

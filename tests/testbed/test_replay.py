@@ -4,6 +4,7 @@ and when the replay is interrupted by SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import statistics
@@ -83,7 +84,8 @@ def test_replay_runs_command_behind_the_link(tmp_path: Path, traces, unique_pref
     require_binary("ping", "ethtool", "ip")
     before = _workers()
     out = tmp_path / "ping.txt"
-    spec = ReplaySpec(down=traces["bw"], delay=traces["delay"], prefix=unique_prefix)
+    spec = ReplaySpec(down=traces["bw"], delay=traces["delay"], prefix=unique_prefix,
+                      run_dir=tmp_path / "run")
     # 20 ms one way for the first second, then 5 ms: RTT 40 ms, then 10 ms
     script = f"ping -n -c 36 -i 0.05 $REPLAY_GROUND_ADDR > {out}"
     result = run_replay(spec, ["sh", "-c", script])
@@ -102,22 +104,24 @@ def test_replay_runs_command_behind_the_link(tmp_path: Path, traces, unique_pref
     _assert_nothing_left(unique_prefix, before)
 
 
-def test_failing_command_and_its_children_are_cleaned_up(traces, unique_prefix: str):
+def test_failing_command_and_its_children_are_cleaned_up(tmp_path: Path, traces,
+                                                         unique_prefix: str):
     require_root()
     require_binary("ethtool", "ip")
     before = _workers()
     marker = "31.4159"
-    spec = ReplaySpec(down=traces["bw"], prefix=unique_prefix)
+    spec = ReplaySpec(down=traces["bw"], prefix=unique_prefix, run_dir=tmp_path / "run")
     result = run_replay(spec, ["sh", "-c", f"sleep {marker} & exit 3"])
     assert result.returncode == 3
     _assert_nothing_left(unique_prefix, before, marker)
 
 
-def test_cli_returns_the_command_status(traces, unique_prefix: str):
+def test_cli_returns_the_command_status(tmp_path: Path, traces, unique_prefix: str):
     require_root()
     require_binary("ethtool", "ip")
     before = _workers()
-    rc = main(["replay", "--prefix", unique_prefix, "--down", str(traces["bw"]), "--",
+    rc = main(["replay", "--prefix", unique_prefix, "--down", str(traces["bw"]),
+               "--run-dir", str(tmp_path / "run"), "--",
                "sh", "-c", "exit 3"])
     _assert_nothing_left(unique_prefix, before)
     assert rc == 3
@@ -127,8 +131,8 @@ _LIBRARY_REPLAY = """
 import sys
 from pathlib import Path
 from testbed.replay import ReplaySpec, run_replay
-spec = ReplaySpec(down=Path(sys.argv[1]), prefix=sys.argv[2])
-result = run_replay(spec, sys.argv[4:], ground_command=["sleep", sys.argv[3]],
+spec = ReplaySpec(down=Path(sys.argv[1]), prefix=sys.argv[2], run_dir=Path(sys.argv[5]))
+result = run_replay(spec, sys.argv[6:], ground_command=["sleep", sys.argv[3]],
                     announce=lambda t: print("link up", file=sys.stderr, flush=True))
 print(f"stopped by signal {result.interrupted_by}", file=sys.stderr)
 sys.exit(result.returncode)
@@ -137,18 +141,19 @@ sys.exit(result.returncode)
 
 @pytest.mark.parametrize("via", ["library", "cli"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_replay_and_cleans_up(traces, unique_prefix: str, sig: int, via: str):
+def test_signal_stops_replay_and_cleans_up(tmp_path: Path, traces, unique_prefix: str,
+                                           sig: int, via: str):
     require_root()
     require_binary("ethtool", "ip")
     before = _workers()
     marker = f"27.{sig}183"
     if via == "cli":
         argv = [sys.executable, "-m", "testbed.cli.main", "replay", "--prefix", unique_prefix,
-                "--down", str(traces["bw"]), "--ground", f"sleep {marker}", "--",
-                "sleep", marker]
+                "--down", str(traces["bw"]), "--ground", f"sleep {marker}",
+                "--run-dir", str(tmp_path / "run"), "--", "sleep", marker]
     else:
         argv = [sys.executable, "-c", _LIBRARY_REPLAY, str(traces["bw"]), unique_prefix,
-                marker, "sleep", marker]
+                marker, "-", str(tmp_path / "run"), "sleep", marker]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
@@ -168,3 +173,84 @@ def test_signal_stops_replay_and_cleans_up(traces, unique_prefix: str, sig: int,
     assert f"stopped by signal {int(sig)}" in err
     assert proc.returncode == 128 + sig, err
     _assert_nothing_left(unique_prefix, before, marker)
+
+
+def _ns_files(prefix: str) -> list[Path]:
+    return [*Path("/var/run/netns").glob(f"{prefix}-*"), *Path("/etc/netns").glob(f"{prefix}-*")]
+
+
+def test_readme_ping_ground_resolves_and_leaves_nothing(tmp_path: Path, shared_data: Path,
+                                                         unique_prefix: str):
+    """The README's command, as typed (plus a prefix and a run directory of the test's)."""
+    require_root()
+    require_binary("ping", "ethtool", "ip")
+    trace = shared_data / "traces" / "starlink" / "leocc-downlink-bw.mahimahi.gz"
+    if not trace.is_file():
+        pytest.skip(f"{trace} not found (real Starlink traces)")
+    before = _workers()
+    run = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "testbed.cli.main", "replay", "--down", str(trace),
+         "--prefix", unique_prefix, "--run-dir", str(run), "--", "ping", "-c", "5", "ground"],
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PING ground (100.64.0.1)" in done.stdout
+    assert "5 packets transmitted, 5 received" in done.stdout
+    _assert_nothing_left(unique_prefix, before)
+    assert not _ns_files(unique_prefix)  # the hosts files went with the namespaces
+
+
+def test_terminal_resolves_from_the_ground_side(tmp_path: Path, traces, unique_prefix: str):
+    require_root()
+    require_binary("getent", "ethtool", "ip")
+    out = tmp_path / "getent.txt"
+    result = run_replay(ReplaySpec(down=traces["bw"], prefix=unique_prefix,
+                                   run_dir=tmp_path / "run"),
+                        ["sh", "-c", f"getent hosts terminal ground > {out}"])
+    assert result.returncode == 0
+    assert out.read_text().split() == ["100.64.0.2", "terminal", "100.64.0.1", "ground"]
+
+
+def _sleeps(marker: str) -> list[int]:
+    """The `sleep MARKER` processes themselves (not the replay whose arguments name them)."""
+    return [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
+            if p.info["cmdline"] == ["sleep", marker]]
+
+
+def test_down_after_sigkill_of_replay_leaves_nothing(tmp_path: Path, traces,
+                                                     unique_prefix: str):
+    require_root()
+    require_binary("ethtool", "ip")
+    marker = "29.7183"
+    run = tmp_path / "run"
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err:  # a file, not a pipe: the survivors keep it open
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "testbed.cli.main", "replay", "--prefix", unique_prefix,
+             "--down", str(traces["bw"]), "--ground", f"sleep {marker}", "--run-dir",
+             str(run), "--", "sleep", marker], cwd=REPO, stdout=subprocess.DEVNULL,
+            stderr=err)
+    try:
+        deadline = time.monotonic() + 60  # a loaded CI machine starts the forwarder slowly
+        while len(_sleeps(marker)) < 2 and time.monotonic() < deadline \
+                and proc.poll() is None:
+            time.sleep(0.1)
+        assert len(_sleeps(marker)) == 2, (proc.poll(), err_path.read_text())
+        assert f"testbed down {run}" in err_path.read_text()
+        proc.kill()  # SIGKILL: no teardown runs
+        proc.wait(timeout=10)
+        assert _ns_files(unique_prefix) and _sleeps(marker), "SIGKILL left these"
+        recorded = [json.loads(line) for line in (run / "ledger.jsonl").read_text().splitlines()]
+        pids = [e["details"]["pid"] for e in recorded if e["kind"] == "process"]
+        assert len(pids) == 3  # the forwarder, the ground command, the command
+        assert main(["down", str(run)]) == 0
+        assert not [pid for pid in pids if psutil.pid_exists(pid)
+                    and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        # (not the global worker count: other test sessions may run forwarders meanwhile)
+        _assert_nothing_left(unique_prefix, _workers(), marker)
+        assert not _ns_files(unique_prefix)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        main(["down", str(run)])  # idempotent: removes everything even if a check failed

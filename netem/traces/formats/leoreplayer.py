@@ -1,9 +1,11 @@
 """LeoReplayer-style delay traces: one one-way delay (ms) per fixed bin, one bin per line.
 
-The bin size is not in the file, so the caller declares it (`step_ms`, default 10 ms) and the
-reader checks every clue it has against it: an optional companion timestamp column
-(`t_ms,delay_ms` or `t_ms delay_ms`; consecutive stamps must be exactly one bin apart),
-metadata comments such as `# bin_ms: 100`, and the declared duration (line count x bin).
+The bin size comes from the file's metadata comment (`# bin_ms: 100`, or step_ms,
+interval_ms, bin_size_ms) when it has one, else from the caller (`step_ms`, default 10 ms); a
+caller's `step_ms` that contradicts the file's declaration is an error naming both values. The
+reader checks every other clue against the bin: an optional companion timestamp column
+(`t_ms,delay_ms` or `t_ms delay_ms`; consecutive stamps must be exactly one bin apart) and the
+declared duration (line count x bin).
 A header line or any other text is an error, not skipped.
 """
 
@@ -31,9 +33,41 @@ _BIN_KEYS = ("bin_ms", "step_ms", "interval_ms", "bin_size_ms")
 _META = re.compile(r"^#\s*([A-Za-z_][\w-]*)\s*[:=]\s*(.*?)\s*$")
 
 
+def _declared_bin_ms(path: Path, lines: list[str]) -> tuple[float, int, str] | None:
+    """The bin the file declares in its metadata: (ms, line, 'key=value'), or None."""
+    found: tuple[float, int, str] | None = None
+    for number, raw in enumerate(lines, start=1):
+        meta = _META.match(raw.strip())
+        if meta is None or meta.group(1).lower() not in _BIN_KEYS:
+            continue
+        key, value = meta.group(1).lower(), meta.group(2)
+        declared = parse_number(value, path=path, line=number, what=key)
+        if declared <= 0:
+            raise TraceFormatError(f"{key}={value} is not a positive bin size in ms",
+                                   path=path, line=number)
+        if found is not None and abs(declared - found[0]) > 1e-9:
+            raise TraceFormatError(
+                f"file declares {key}={value} here but {found[2]} on line {found[1]}",
+                path=path, line=number)
+        found = found or (declared, number, f"{key}={value}")
+    return found
+
+
+def _bin_ms(path: Path, lines: list[str], options: FormatOptions) -> float:
+    """The file's declared bin; else the caller's step_ms; else the default. Both: must agree."""
+    declared = _declared_bin_ms(path, lines)
+    if declared is None:
+        return float(options.step_ms if options.step_ms is not None else DEFAULT_BIN_MS)
+    if options.step_ms is not None and abs(declared[0] - options.step_ms) > 1e-9:
+        raise TraceFormatError(
+            f"file declares {declared[2]} but the bin size given is {options.step_ms:g} ms "
+            "(give no bin size to use the file's)", path=path, line=declared[1])
+    return declared[0]
+
+
 def read_delay(path: Path, options: FormatOptions) -> Trace:
-    bin_ms = float(options.step_ms if options.step_ms is not None else DEFAULT_BIN_MS)
     lines = read_lines(path, _WHAT)
+    bin_ms = _bin_ms(path, lines, options)
     comments: dict[str, str] = {}
     delays_ms: list[float] = []
     stamps_ms: list[float] = []
@@ -47,13 +81,6 @@ def read_delay(path: Path, options: FormatOptions) -> Trace:
                     f"comment '{text}' is not 'key: value' metadata", path=path, line=number
                 )
             key, value = meta.group(1).lower(), meta.group(2)
-            if key in _BIN_KEYS:
-                declared = parse_number(value, path=path, line=number, what=key)
-                if abs(declared - bin_ms) > 1e-9:
-                    raise TraceFormatError(
-                        f"file declares {key}={value} but the bin size given is {bin_ms:g} ms",
-                        path=path, line=number,
-                    )
             comments[key] = value
             continue
         if not text:

@@ -205,8 +205,12 @@ BAD = [
     ("leoreplayer-delay", "d-delay.txt", "0,10\n100,11\n", {}, 2,
      "timestamps step 100 ms, but the declared bin is 10 ms"),
     ("leoreplayer-delay", "d-delay.txt", "0 10\n10 11\n5 12\n", {}, 3, "goes backwards"),
-    ("leoreplayer-delay", "d-delay.txt", "# bin_ms: 100\n10\n", {}, 1,
+    ("leoreplayer-delay", "d-delay.txt", "# bin_ms: 100\n10\n", {"step_ms": 10}, 1,
      "file declares bin_ms=100 but the bin size given is 10 ms"),
+    ("leoreplayer-delay", "d-delay.txt", "# bin_ms: 100\n10\n# step_ms: 10\n", {}, 3,
+     "file declares step_ms=10 here but bin_ms=100 on line 1"),
+    ("leoreplayer-delay", "d-delay.txt", "# bin_ms: 0\n10\n", {}, 1,
+     "bin_ms=0 is not a positive bin size"),
     ("leoreplayer-delay", "d-delay.txt", "10\n11\n12\n", {"duration_s": 1.0}, None,
      "3 bins of 10 ms last 0.03 s, but 1 s was declared"),
     ("leoreplayer-delay", "d-delay.txt", "10\n11,3\n", {}, 2, "2 fields, but earlier lines"),
@@ -242,6 +246,22 @@ def test_bad_input_names_file_line_and_problem(tmp_path, fmt, name, content, opt
     assert err.value.line == line
     assert fragment in str(err.value)
     assert str(err.value).startswith(f"{path}:{line}:" if line else f"{path}:")
+
+
+@pytest.mark.parametrize("opts", [{}, {"step_ms": 100}], ids=["declared-only", "both-agree"])
+def test_a_delay_file_s_declared_bin_is_used(tmp_path, opts):
+    path = tmp_path / "d-delay.txt"
+    path.write_text("# bin_ms: 100\n10\n11\n12\n")
+    down = read_trace(path, options=FormatOptions(**opts)).down
+    assert down.duration_ns == 300 * MS
+    assert down.delay_us.tolist() == [10_000.0, 11_000.0, 12_000.0]
+
+
+def test_a_delay_file_without_a_declaration_takes_the_caller_s_bin(tmp_path):
+    path = tmp_path / "d-delay.txt"
+    path.write_text("10\n11\n")
+    assert read_trace(path, options=FormatOptions(step_ms=100)).down.duration_ns == 200 * MS
+    assert read_trace(path).down.duration_ns == 20 * MS
 
 
 def test_writers_refuse_traces_they_cannot_express(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -171,15 +172,70 @@ def test_mean_loss_matches_the_documented_rate(params):
         assert tr.direction(direction).mean("loss_ratio") == pytest.approx(expected, rel=0.15)
 
 
+#: Refitted floats differ from the committed ones in the last digits on another install (numpy,
+#: BLAS, CPU); a real change of the data or of the fit moves them far more than this.
+REFIT_REL_TOL = 1e-9
+
+
+def _json_differences(got, want, rel: float, path: str = "") -> list[str]:
+    """Paths where two JSON values differ: numbers beyond ``rel``, anything else exactly."""
+    numbers = (int, float)
+    if isinstance(got, numbers) and isinstance(want, numbers) \
+            and not isinstance(got, bool) and not isinstance(want, bool):
+        return [] if math.isclose(got, want, rel_tol=rel, abs_tol=0.0) \
+            else [f"{path}: {got!r} != {want!r}"]
+    if isinstance(got, dict) and isinstance(want, dict):
+        if got.keys() != want.keys():
+            return [f"{path}: keys {sorted(got)} != {sorted(want)}"]
+        return [d for k in got for d in _json_differences(got[k], want[k], rel, f"{path}.{k}")]
+    if isinstance(got, list) and isinstance(want, list):
+        if len(got) != len(want):
+            return [f"{path}: {len(got)} items != {len(want)}"]
+        return [d for i, (g, w) in enumerate(zip(got, want, strict=True))
+                for d in _json_differences(g, w, rel, f"{path}[{i}]")]
+    return [] if got == want else [f"{path}: {got!r} != {want!r}"]
+
+
+def _refit(data: Path, out: Path) -> dict:
+    import runpy
+
+    script = runpy.run_path(str(REPO / "traces" / "fit_starlink_synth.py"))
+    assert script["main"](["--data", str(data), "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
 def test_params_come_from_the_shipped_files_by_the_fit_script(starlink, tmp_path):
     """The committed JSON is what the script writes from these exact files (hashes match)."""
     committed = json.loads(DEFAULT_PARAMS_PATH.read_text())
     for record in committed["provenance"]["files"]:
         path = starlink.parent.parent / record["file"]
         assert sha256_file(path) == record["sha256"], f"{record['file']} changed: refit"
-    import runpy
+    refitted = _refit(starlink.parent.parent, tmp_path / "params.json")
+    assert _json_differences(refitted, committed, REFIT_REL_TOL) == []
 
-    script = runpy.run_path(str(REPO / "traces" / "fit_starlink_synth.py"))
-    out = tmp_path / "params.json"
-    assert script["main"](["--data", str(starlink.parent.parent), "--out", str(out)]) == 0
-    assert json.loads(out.read_text()) == committed
+
+def test_the_refit_comparison_fails_when_one_input_value_changes(starlink, tmp_path):
+    """One delay bin 1 ms higher moves fitted parameters well beyond the tolerance."""
+    data = tmp_path / "data"
+    (data / "traces").mkdir(parents=True)
+    copy_dir = data / "traces" / "starlink"
+    shutil.copytree(starlink, copy_dir)
+    delay_file = copy_dir / "leocc-downlink-delay-10ms.txt"
+    delay_file.chmod(0o644)
+    lines = delay_file.read_text().splitlines()
+    lines[2] = str(int(lines[2]) + 1)
+    delay_file.write_text("\n".join(lines) + "\n")
+    committed = json.loads(DEFAULT_PARAMS_PATH.read_text())
+    refitted = _refit(data, tmp_path / "params.json")
+    differences = _json_differences(refitted, committed, REFIT_REL_TOL)
+    assert [d for d in differences if not d.startswith(".provenance")], differences
+
+
+def test_the_refit_comparison_tolerates_last_digit_noise_only():
+    committed = json.loads(DEFAULT_PARAMS_PATH.read_text())
+    noisy = copy.deepcopy(committed)
+    down = noisy["profiles"]["leocc"]["directions"]["down"]["capacity"]
+    down["slot_mean_mbps_log_mu"] *= 1 + 1e-14
+    assert _json_differences(noisy, committed, REFIT_REL_TOL) == []
+    down["slot_mean_mbps_log_mu"] *= 1 + 1e-6
+    assert _json_differences(noisy, committed, REFIT_REL_TOL) != []
