@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import select
 import signal
 import subprocess
@@ -30,6 +31,16 @@ def images_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def images(images_dir: Path) -> list[Path]:
     return sorted(images_dir.glob("*.png"))
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> tuple[Path, str]:
+    """A fresh per-test bearer token in a mode-0600 file: (path, token)."""
+    token = secrets.token_urlsafe(24)
+    path = tmp_path / "token"
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return path, token
 
 
 @dataclass
