@@ -4,7 +4,10 @@ A small job kind every backend can run to check its data network: the sender's j
 `count` messages of `size_bytes` to `peer` (topic `<topic>/req`), the peer's echo job sends each
 one back (topic `<topic>/rep`), and the sender records per message the one-way time (peer's
 arrival stamp minus send stamp: two clocks), the acknowledged time and the round trip (its own
-clock only). It writes `messages.csv` to the job's folder.
+clock only); the echo's own one-way times are in `reply_one_way_s`. It writes `messages.csv` to
+the job's folder. Summary: `mode, count, messages, bytes` (payload bytes one way), `one_way_s`,
+`rtt_s`, `ack_s`, `reply_one_way_s` (each `{min, mean, p50, max}` or null), `errors`; events:
+one record per message with the instants in unix ns (the CSV columns).
 
 | option | mode | default | meaning |
 |---|---|---|---|
@@ -40,7 +43,8 @@ from nodes.workloads.registry import register_workload
 _SEQ = struct.Struct(">Q")
 _SEND_ONLY = ("peer", "size_bytes", "timeout_s", "interval_s", "wait_contact")
 CSV_COLUMNS = ("seq", "bytes", "t_send_unix_ns", "t_peer_recv_unix_ns", "t_acked_unix_ns",
-               "t_reply_recv_unix_ns", "one_way_s", "ack_s", "rtt_s")
+               "t_reply_send_unix_ns", "t_reply_recv_unix_ns", "one_way_s", "reply_one_way_s",
+               "ack_s", "rtt_s")
 
 
 def _stats(values: list[float]) -> dict[str, float] | None:
@@ -139,8 +143,10 @@ class MessageExchange(Workload):
                     "seq": seq, "bytes": receipt.bytes, "t_send_unix_ns": receipt.t_send_unix_ns,
                     "t_peer_recv_unix_ns": receipt.t_peer_recv_unix_ns,
                     "t_acked_unix_ns": receipt.t_acked_unix_ns,
+                    "t_reply_send_unix_ns": reply.t_send_unix_ns,
                     "t_reply_recv_unix_ns": reply.t_recv_unix_ns,
                     "one_way_s": (receipt.t_peer_recv_unix_ns - receipt.t_send_unix_ns) / 1e9,
+                    "reply_one_way_s": (reply.t_recv_unix_ns - reply.t_send_unix_ns) / 1e9,
                     "ack_s": (receipt.t_acked_unix_ns - receipt.t_send_unix_ns) / 1e9,
                     "rtt_s": (reply.t_recv_unix_ns - receipt.t_send_unix_ns) / 1e9})
             if self.interval_s and stop.wait(self.interval_s):
@@ -201,6 +207,8 @@ class MessageExchange(Workload):
         if self.mode == "send":
             out["peer"] = self.peer
             out["rtt_s"] = _stats([float(r["rtt_s"]) for r in rows])  # type: ignore[arg-type]
+            out["reply_one_way_s"] = _stats([float(r["reply_one_way_s"])  # type: ignore[arg-type]
+                                             for r in rows])
             out["ack_s"] = _stats([float(r["ack_s"]) for r in rows])  # type: ignore[arg-type]
         return out
 
