@@ -104,7 +104,7 @@ class Workload(ABC):
             self._prepare()  # may raise (port in use): stays idle, caller sees the error
             self._started = self.ctx.clock.stamp()
             self._state = WorkloadState.RUNNING
-            self.ctx.metrics.set("leo_node_workload_running", 1, kind=self.kind)
+            self.ctx.metrics.add("leo_node_workload_running", 1, kind=self.kind)
             self._thread = threading.Thread(target=self._main, name=f"workload-{self.kind}",
                                             daemon=True)
             self._thread.start()
@@ -146,7 +146,7 @@ class Workload(ABC):
         with self._lock:
             self._ended = self.ctx.clock.stamp()
             self._state, self._error = final, error
-        self.ctx.metrics.set("leo_node_workload_running", 0, kind=self.kind)
+        self.ctx.metrics.add("leo_node_workload_running", -1, kind=self.kind)
         if self._on_end is not None:
             self._on_end(self)
 

@@ -96,6 +96,8 @@ def test_jobs_run_at_once_and_cancel(inproc_agents: Callable[..., InProcessAgent
     states = {j["id"]: j["state"] for j in client.jobs(gs.mgmt, token=TOKEN)}
     assert states == {a["id"]: "running", b["id"]: "running"}
     assert client.health(gs.mgmt)["jobs_running"] == 2
+    running = gs.agent.metrics.value("leo_node_workload_running", kind="message-exchange")
+    assert running == 2
     with pytest.raises(JobTimeoutError, match="still running"):
         client.wait_job(gs.mgmt, str(a["id"]), timeout_s=0.3, token=TOKEN)
     # a sender on topic b is served by the b echo while a keeps running
@@ -109,6 +111,8 @@ def test_jobs_run_at_once_and_cancel(inproc_agents: Callable[..., InProcessAgent
         client.cancel_job(gs.mgmt, str(a["id"]), token=TOKEN)
     assert (info.value.status, info.value.error) == (409, "JobStateError")
     assert client.job(gs.mgmt, str(b["id"]), token=TOKEN)["progress"]["done"] == 3  # type: ignore
+    running = gs.agent.metrics.value("leo_node_workload_running", kind="message-exchange")
+    assert running == 1
     with pytest.raises(AgentApiError) as info:
         client.submit_job(gs.mgmt, "message-exchange", {"mode": "echo"}, job_id=str(b["id"]),
                           token=TOKEN)
