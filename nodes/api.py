@@ -134,6 +134,12 @@ class _Handler(BaseHTTPRequestHandler):
         log.warning("unauthorized request", extra={"remote": self.client_address[0],
                                                     "path": path, "method": method,
                                                     "token": reason})
+        try:  # read what was sent, or closing with unread bytes resets the connection
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if 0 < length <= MAX_BODY_BYTES:
+            self.rfile.read(length)
         self._json(401, {"error": "Unauthorized",
                          "message": f"{method} {path}: {reason} bearer token"})
         return False

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -36,14 +37,14 @@ def _url(addr: str, path: str) -> str:
 
 
 def _open(addr: str, method: str, path: str, body: Mapping[str, object] | None,
-          timeout_s: float, token: str | None):  # type: ignore[no-untyped-def]
+          timeout_s: float, token: str | None) -> http.client.HTTPResponse:
     data = json.dumps(body).encode() if body is not None else None
     headers = bearer_header(token)
     if data:
         headers["Content-Type"] = "application/json"
     req = urllib.request.Request(_url(addr, path), data=data, method=method, headers=headers)
     try:
-        return _OPENER.open(req, timeout=timeout_s)
+        return _OPENER.open(req, timeout=timeout_s)  # type: ignore[no-any-return]
     except urllib.error.HTTPError as exc:
         raw = exc.read()
         exc.close()
