@@ -1,9 +1,10 @@
 """Messages and blobs between nodes over the emulated data network, timestamped at both ends.
 
-Owns the data-plane framing, the listener an agent runs on its data IP and the two calls a
-workload makes: `send(peer, topic, payload) -> SendReceipt` and `recv(topic, timeout_s) ->
-Message`. Everything crosses the emulated links (TCP from this node's data IP to the peer's);
-peers are named, their data IPs come from the pushed RunContext.
+Owns the node's data plane: the listener an agent runs on its data IP (dataplane_listener.py)
+and the two calls a workload makes: `send(peer, topic, payload) -> SendReceipt` and
+`recv(topic, timeout_s) -> Message`. The framing is dataplane_wire.py's. Everything crosses
+the emulated links (TCP from this node's data IP to the peer's); peers are named, their data
+IPs come from the pushed RunContext.
 
 Wire format, version 1 (all integers big-endian; one TCP connection may carry many frames):
 
@@ -24,11 +25,7 @@ One-way times compare two hosts' wall clocks: they are only as good as their syn
 
 from __future__ import annotations
 
-import logging
-import queue
 import socket
-import socketserver
-import struct
 import threading
 import time
 import zlib
@@ -39,21 +36,20 @@ from typing import BinaryIO
 
 from nodes.addr import format_hostport
 from nodes.context import ContextRef
-from nodes.errors import DataPlaneError, FrameError, RecvTimeoutError, UnknownPeerError
+from nodes.dataplane_listener import DataPlaneListener, Inbox, Message
+from nodes.dataplane_wire import (
+    ACK_HEAD,
+    ACK_OK,
+    CHUNK_BYTES,
+    CRC,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    decode_ack,
+    encode_msg_header,
+    socket_reader,
+)
+from nodes.errors import DataPlaneError, FrameError, UnknownPeerError
 
-log = logging.getLogger("nodes.dataplane")
-
-VERSION = 1
-MSG_MAGIC = b"LEOD"
-ACK_MAGIC = b"LEOK"
-TYPE_MSG = 1
-ACK_OK, ACK_CORRUPT = 0, 1
-_MSG = struct.Struct(">4sBBHHQQQ")
-_ACK = struct.Struct(">4sBBQQQ")
-_CRC = struct.Struct(">I")
-MAX_NAME_BYTES = 255
-CHUNK_BYTES = 256 * 1024
-DEFAULT_MAX_PAYLOAD_BYTES = 1 << 30
+__all__ = ["DataPlane", "DataPlaneListener", "Inbox", "Message", "SendReceipt"]
 
 
 @dataclass(frozen=True)
@@ -68,259 +64,6 @@ class SendReceipt:
     msg_id: int
 
 
-@dataclass(frozen=True)
-class Message:
-    """A received message: who sent it, on which topic, its payload and both ends' instants."""
-
-    src: str
-    topic: str
-    payload: bytes
-    t_send_unix_ns: int
-    t_recv_unix_ns: int
-    msg_id: int
-
-
-@dataclass(frozen=True)
-class MsgHeader:
-    src: str
-    topic: str
-    payload_len: int
-    t_send_unix_ns: int
-    msg_id: int
-
-
-# framing -------------------------------------------------------------------------------------
-def _name_bytes(field: str, value: str) -> bytes:
-    raw = value.encode("utf-8")
-    if not raw or len(raw) > MAX_NAME_BYTES:
-        raise DataPlaneError(f"message {field}={value!r}: {len(raw)} bytes, expected "
-                             f"1..{MAX_NAME_BYTES}")
-    return raw
-
-
-def encode_msg_header(src: str, topic: str, payload_len: int, t_send_unix_ns: int,
-                      msg_id: int) -> bytes:
-    """The MSG header plus src and topic (what precedes the payload)."""
-    src_b, topic_b = _name_bytes("src", src), _name_bytes("topic", topic)
-    head = _MSG.pack(MSG_MAGIC, VERSION, TYPE_MSG, len(src_b), len(topic_b), payload_len,
-                     t_send_unix_ns, msg_id)
-    return head + _CRC.pack(zlib.crc32(head)) + src_b + topic_b
-
-
-def encode_ack(status: int, msg_id: int, payload_len: int, t_recv_unix_ns: int) -> bytes:
-    body = _ACK.pack(ACK_MAGIC, VERSION, status, msg_id, payload_len, t_recv_unix_ns)
-    return body + _CRC.pack(zlib.crc32(body))
-
-
-def _check_magic_version(what: str, magic: bytes, expected: bytes, version: int) -> None:
-    if magic != expected:
-        raise FrameError(f"{what} frame: magic {magic!r}, expected {expected!r}")
-    if version != VERSION:
-        raise FrameError(f"{what} frame: version {version}, expected {VERSION}")
-
-
-def decode_msg_header(read_exact: Callable[[int, str], bytes],
-                      max_payload_bytes: int) -> MsgHeader:
-    """Reads and checks a MSG header through `read_exact(n, what)`; FrameError when bad."""
-    head = read_exact(_MSG.size, "header")
-    magic, version, ftype, src_len, topic_len, payload_len, t_send, msg_id = _MSG.unpack(head)
-    _check_magic_version("message", magic, MSG_MAGIC, version)
-    (crc,) = _CRC.unpack(read_exact(_CRC.size, "header checksum"))
-    if crc != zlib.crc32(head):
-        raise FrameError(f"message frame: header checksum {crc:#010x}, expected "
-                         f"{zlib.crc32(head):#010x} (corrupted header)")
-    if ftype != TYPE_MSG:
-        raise FrameError(f"message frame: type {ftype}, expected {TYPE_MSG}")
-    if payload_len > max_payload_bytes:
-        raise FrameError(f"message frame: payload_len={payload_len}, expected at most "
-                         f"{max_payload_bytes}")
-    try:
-        src = read_exact(src_len, "src").decode("utf-8")
-        topic = read_exact(topic_len, "topic").decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FrameError(f"message frame: src/topic not UTF-8: {exc}") from None
-    return MsgHeader(src=src, topic=topic, payload_len=payload_len, t_send_unix_ns=t_send,
-                     msg_id=msg_id)
-
-
-def decode_ack(raw: bytes) -> tuple[int, int, int, int]:
-    """(status, msg_id, payload_len, t_recv_unix_ns) of an ACK frame; FrameError when bad."""
-    if len(raw) != _ACK.size + _CRC.size:
-        raise FrameError(f"ack frame: {len(raw)} bytes, expected {_ACK.size + _CRC.size}")
-    magic, version, status, msg_id, length, t_recv = _ACK.unpack(raw[:_ACK.size])
-    _check_magic_version("ack", magic, ACK_MAGIC, version)
-    (crc,) = _CRC.unpack(raw[_ACK.size:])
-    if crc != zlib.crc32(raw[:_ACK.size]):
-        raise FrameError("ack frame: checksum mismatch (corrupted ack)")
-    return status, msg_id, length, t_recv
-
-
-def _socket_reader(sock: socket.socket) -> Callable[[int, str], bytes]:
-    """`read_exact(n, what)` on a socket: FrameError naming `what` when the stream ends early."""
-
-    def read_exact(n: int, what: str) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = sock.recv(min(n - len(buf), CHUNK_BYTES))
-            if not chunk:
-                raise FrameError(f"truncated frame: connection ended in {what} after "
-                                 f"{len(buf)} of {n} bytes")
-            buf += chunk
-        return bytes(buf)
-
-    return read_exact
-
-
-# receiving -----------------------------------------------------------------------------------
-class Inbox:
-    """Received messages by topic; `get(topic, timeout_s)` blocks until one arrives."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queues: dict[str, queue.Queue[Message]] = {}
-
-    def _queue(self, topic: str) -> queue.Queue[Message]:
-        with self._lock:
-            return self._queues.setdefault(topic, queue.Queue())
-
-    def put(self, message: Message) -> None:
-        self._queue(message.topic).put(message)
-
-    def get(self, node: str, topic: str, timeout_s: float) -> Message:
-        try:
-            return self._queue(topic).get(timeout=timeout_s)
-        except queue.Empty:
-            raise RecvTimeoutError(f"node {node}: no message on topic {topic!r} within "
-                                   f"{timeout_s} s") from None
-
-
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], listener: DataPlaneListener):
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.listener = listener
-        super().__init__(address, _Conn)
-
-
-class _Conn(socketserver.BaseRequestHandler):
-    server: _Server
-
-    def handle(self) -> None:
-        self.server.listener.serve_connection(self.request, self.client_address)
-
-
-class DataPlaneListener:
-    """TCP listener on the node's data IP: reads MSG frames, stamps arrival, acks, queues.
-
-    `stats()` counts messages, bytes and frame errors (what a truncated or corrupted frame did).
-    """
-
-    def __init__(self, host: str, port: int, inbox: Inbox, *,
-                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, idle_timeout_s: float = 60.0,
-                 clock_ns: Callable[[], int] = time.time_ns):
-        self.host, self.port = host, port
-        self.inbox = inbox
-        self.max_payload_bytes = max_payload_bytes
-        self.idle_timeout_s = idle_timeout_s
-        self._clock_ns = clock_ns
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._stats = {"messages": 0, "bytes": 0, "frame_errors": 0, "corrupted": 0}
-        self.last_error = ""
-
-    @property
-    def address(self) -> tuple[str, int]:
-        if self._server is None:
-            raise DataPlaneError(f"data-plane listener {self.host}:{self.port}: not started")
-        return self._server.server_address[:2]  # type: ignore[return-value]
-
-    def start(self) -> None:
-        try:
-            self._server = _Server((self.host, self.port), self)
-        except OSError as exc:
-            raise DataPlaneError(f"data-plane listener: cannot listen on "
-                                 f"{format_hostport(self.host, self.port)}: {exc}") from None
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1}, name="dataplane",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
-
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._stats)
-
-    def _count(self, **deltas: int) -> None:
-        with self._lock:
-            for key, value in deltas.items():
-                self._stats[key] += value
-
-    def serve_connection(self, sock: socket.socket, remote: tuple[str, int]) -> None:
-        """Frames until the peer closes at a frame boundary or a frame is bad."""
-        sock.settimeout(self.idle_timeout_s)
-        read_exact = _socket_reader(sock)
-        try:
-            while True:
-                first = sock.recv(1)
-                if not first:
-                    return  # clean close between frames
-                pending = [first]
-
-                def read_first(n: int, what: str, _p: list[bytes] = pending) -> bytes:
-                    if _p:
-                        head = _p.pop()
-                        return head + read_exact(n - len(head), what)
-                    return read_exact(n, what)
-
-                header = decode_msg_header(read_first, self.max_payload_bytes)
-                self._receive_payload(sock, header, read_exact)
-        except FrameError as exc:
-            self.last_error = str(exc)
-            self._count(frame_errors=1)
-            log.warning("data-plane frame error", extra={"remote": format_hostport(*remote[:2]),
-                                                          "error": str(exc)})
-        except OSError as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            self._count(frame_errors=1)
-            log.warning("data-plane connection failed",
-                        extra={"remote": format_hostport(*remote[:2]), "error": str(exc)})
-
-    def _receive_payload(self, sock: socket.socket, header: MsgHeader,
-                         read_exact: Callable[[int, str], bytes]) -> None:
-        buf = bytearray()
-        crc = 0
-        while len(buf) < header.payload_len:
-            chunk = read_exact(min(CHUNK_BYTES, header.payload_len - len(buf)), "payload")
-            crc = zlib.crc32(chunk, crc)
-            buf += chunk
-        (sent_crc,) = _CRC.unpack(read_exact(_CRC.size, "payload checksum"))
-        t_recv = self._clock_ns()
-        if sent_crc != crc:
-            self._count(corrupted=1)
-            self.last_error = (f"message {header.msg_id} from {header.src}: payload checksum "
-                               f"{sent_crc:#010x}, computed {crc:#010x}")
-            sock.sendall(encode_ack(ACK_CORRUPT, header.msg_id, len(buf), t_recv))
-            return
-        self.inbox.put(Message(src=header.src, topic=header.topic, payload=bytes(buf),
-                               t_send_unix_ns=header.t_send_unix_ns, t_recv_unix_ns=t_recv,
-                               msg_id=header.msg_id))
-        self._count(messages=1, bytes=len(buf))
-        sock.sendall(encode_ack(ACK_OK, header.msg_id, len(buf), t_recv))
-
-
-# the node's data plane -----------------------------------------------------------------------
 class DataPlane:
     """One node's data plane: its listener (started from the pushed context) and `send`/`recv`.
 
@@ -405,8 +148,8 @@ class DataPlane:
             t_send = self._clock_ns()
             sock.sendall(encode_msg_header(self.node, topic, size, t_send, msg_id))
             crc = self._stream(sock, payload, size)
-            sock.sendall(_CRC.pack(crc))
-            raw = _socket_reader(sock)(_ACK.size + _CRC.size, "ack")
+            sock.sendall(CRC.pack(crc))
+            raw = socket_reader(sock)(ACK_HEAD.size + CRC.size, "ack")
             t_acked = self._clock_ns()
         except FrameError as exc:
             raise DataPlaneError(f"{where}: no ack: {exc}") from None
@@ -449,3 +192,4 @@ def _stream_file(sock: socket.socket, f: BinaryIO, size: int) -> int:
         sock.sendall(chunk)
         sent += len(chunk)
     return crc
+

@@ -15,15 +15,8 @@ from pathlib import Path
 import pytest
 
 from nodes.context import ContextRef, RunContext
-from nodes.dataplane import (
-    DataPlane,
-    DataPlaneListener,
-    Inbox,
-    decode_ack,
-    decode_msg_header,
-    encode_ack,
-    encode_msg_header,
-)
+from nodes.dataplane import DataPlane, DataPlaneListener, Inbox
+from nodes.dataplane_wire import decode_ack, decode_msg_header, encode_ack, encode_msg_header
 from nodes.errors import (
     ContextError,
     DataPlaneError,
