@@ -170,6 +170,8 @@ def test_http_errors_are_json(agent_factory: Callable[..., AgentProcess]) -> Non
     (["--mgmt-listen", "127.0.0.1:0", "--insecure-no-token", "--name", "../x"],
      "node name '../x'"),
     (["--mgmt-listen", "127.0.0.1:0"], "no --token-file"),
+    (["--mgmt-listen", "127.0.0.1:0", "--insecure-no-token", "--token-file", "t"],
+     "--token-file and --insecure-no-token: expected one of them"),
 ])
 def test_bad_command_line_exits_2(args: list[str], message: str) -> None:
     argv = ["--name", "s", "--role", "satellite", *args]
