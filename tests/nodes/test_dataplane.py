@@ -194,10 +194,15 @@ def test_sender_sees_a_peer_that_closes_before_the_ack() -> None:
         dp = DataPlane("a", None, ref)
         srv.settimeout(5)
 
+        frame_bytes = 38 + len("a") + len("t") + 10 + 4  # header+crc, src, topic, payload, crc
+
         def swallow() -> None:
+            """Reads the whole frame, then closes without an ack."""
             conn, _ = srv.accept()
             with conn:
-                conn.recv(100)
+                got = b""
+                while len(got) < frame_bytes and (chunk := conn.recv(frame_bytes - len(got))):
+                    got += chunk
 
         t = threading.Thread(target=swallow)
         t.start()
