@@ -7,6 +7,7 @@ The os-ken app itself lives in `controller.app` (imported only by the child proc
 from controller.api import get_routes, get_status, push_snapshot, wait_applied
 from controller.errors import (
     ApplyTimeoutError,
+    ControllerAuthError,
     ControllerError,
     ControllerRequestError,
     ControllerStartError,
@@ -33,6 +34,7 @@ from controller.routing import compute_routes
 __all__: list[str] = [
     "ApplyRecord",
     "ApplyTimeoutError",
+    "ControllerAuthError",
     "ControllerError",
     "ControllerProcess",
     "ControllerRequestError",

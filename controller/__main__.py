@@ -1,7 +1,9 @@
-"""`python -m controller --of-port P --api-port Q [--state-file F]`: run the os-ken app.
+"""`python -m controller --of-port P --api-port Q --token-file T [--state-file F]`: run the app.
 
 Owns the process entry only: parse arguments, set os-ken's CONF, log to stderr (the parent
 redirects it to a file), run the app until SIGTERM/SIGINT. Started by `ControllerProcess`.
+The API needs the run's bearer token (`--token-file`, mode 0600 or stricter); without one the
+controller refuses to start (exit 2) unless `--insecure-no-token` is given.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
+
+from controller.auth import read_token_file
+from controller.errors import ControllerAuthError
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -21,12 +27,25 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--host", default="127.0.0.1", help="listen address of both (127.0.0.1)")
     ap.add_argument("--state-file", default=None, help="keep the applied snapshot here")
     ap.add_argument("--reply-timeout-s", type=float, default=5.0, help="barrier reply timeout")
+    ap.add_argument("--token-file", default=None, help="the API's bearer token (mode 0600)")
+    ap.add_argument("--insecure-no-token", action="store_true",
+                    help="serve the API without a token (tests only)")
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if (args.token_file is None) == (not args.insecure_no_token):
+        print("error: expected exactly one of --token-file (the run's token, mode 0600) and "
+              "--insecure-no-token", file=sys.stderr)
+        return 2
+    if args.token_file is not None:
+        try:
+            read_token_file(Path(args.token_file))  # refuse before os-ken starts
+        except ControllerAuthError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,
@@ -46,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     conf.set_override("api_port", args.api_port, group="leo_controller")
     conf.set_override("state_file", args.state_file, group="leo_controller")
     conf.set_override("reply_timeout_s", args.reply_timeout_s, group="leo_controller")
+    conf.set_override("token_file", args.token_file, group="leo_controller")
+    conf.set_override("insecure_no_token", args.insecure_no_token, group="leo_controller")
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         # os-ken's native hub cannot stop its threads; leave at once, flows stay in the switches.

@@ -2,9 +2,11 @@
 
 Owns the client side of the HTTP/JSON protocol in controller/server.py, with the standard
 library only (no proxy: the API is on the local host). Every function takes the endpoint as
-"host:port" or "http://host:port" and raises ControllerError subclasses:
-ControllerUnavailableError (nothing answers), SnapshotError (400), StaleGenerationError (409),
-ApplyTimeoutError (not applied in time), ControllerRequestError (anything else).
+"host:port" or "http://host:port", and the run's bearer token as the keyword `token` (None only
+for a controller started with `--insecure-no-token`), and raises ControllerError subclasses:
+ControllerUnavailableError (nothing answers), ControllerAuthError (401: missing or wrong
+token), SnapshotError (400), StaleGenerationError (409), ApplyTimeoutError (not applied in
+time), ControllerRequestError (anything else).
 
 Example:
     >>> push_snapshot("127.0.0.1:8181", snapshot)            # doctest: +SKIP
@@ -22,6 +24,7 @@ from urllib.parse import urlencode
 
 from controller.errors import (
     ApplyTimeoutError,
+    ControllerAuthError,
     ControllerRequestError,
     ControllerUnavailableError,
     SnapshotError,
@@ -46,9 +49,12 @@ def _request(
     body: bytes | None = None,
     timeout_s: float,
     ok: tuple[int, ...] = (200, 202),
+    token: str | None = None,
 ) -> tuple[int, Any]:
     url = base_url(endpoint) + path
     req = urllib.request.Request(url, data=body, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     if body is not None:
         req.add_header("Content-Type", "application/json")
     try:
@@ -74,6 +80,8 @@ def _typed_error(status: int, payload: Any) -> Exception:
         return ControllerRequestError(str(payload), status=status)
     kind = payload.get("error")
     message = str(payload.get("message", payload))
+    if status == 401:
+        return ControllerAuthError(f"controller API refused the request: {message}")
     if kind == "SnapshotError":
         return SnapshotError(message)
     if kind == "StaleGenerationError":
@@ -82,7 +90,11 @@ def _typed_error(status: int, payload: Any) -> Exception:
 
 
 def push_snapshot(
-    endpoint: str, snapshot: Snapshot | Mapping[str, Any], *, timeout_s: float = 10.0
+    endpoint: str,
+    snapshot: Snapshot | Mapping[str, Any],
+    *,
+    timeout_s: float = 10.0,
+    token: str | None = None,
 ) -> bool:
     """Hand the controller a new topology; returns False if it repeats the latest exactly.
 
@@ -92,24 +104,33 @@ def push_snapshot(
     if not isinstance(snapshot, Snapshot):
         snapshot = Snapshot.parse(snapshot)
     body = snapshot.model_dump_json().encode()
-    _, payload = _request(endpoint, "POST", "/v1/snapshot", body=body, timeout_s=timeout_s)
+    _, payload = _request(
+        endpoint, "POST", "/v1/snapshot", body=body, timeout_s=timeout_s, token=token
+    )
     return bool(payload.get("changed", True))
 
 
-def get_status(endpoint: str, *, timeout_s: float = 5.0) -> ControllerStatus:
+def get_status(
+    endpoint: str, *, timeout_s: float = 5.0, token: str | None = None
+) -> ControllerStatus:
     """Switches connected, generation pushed and applied, flows per switch, recent errors."""
-    _, payload = _request(endpoint, "GET", "/v1/status", timeout_s=timeout_s)
+    _, payload = _request(endpoint, "GET", "/v1/status", timeout_s=timeout_s, token=token)
     return ControllerStatus.model_validate(payload)
 
 
-def get_routes(endpoint: str, *, timeout_s: float = 5.0) -> RouteTable:
+def get_routes(endpoint: str, *, timeout_s: float = 5.0, token: str | None = None) -> RouteTable:
     """The routes of the generation the controller enforces."""
-    _, payload = _request(endpoint, "GET", "/v1/routes", timeout_s=timeout_s)
+    _, payload = _request(endpoint, "GET", "/v1/routes", timeout_s=timeout_s, token=token)
     return RouteTable.model_validate(payload)
 
 
 def wait_applied(
-    endpoint: str, generation: int, timeout_s: float, *, all_switches: bool = True
+    endpoint: str,
+    generation: int,
+    timeout_s: float,
+    *,
+    all_switches: bool = True,
+    token: str | None = None,
 ) -> ControllerStatus:
     """Block until `generation` (or newer) is applied, by default on every switch it names.
 
@@ -119,7 +140,12 @@ def wait_applied(
         {"generation": generation, "timeout_s": timeout_s, "all_switches": int(all_switches)}
     )
     status_code, payload = _request(
-        endpoint, "GET", f"/v1/applied?{query}", timeout_s=timeout_s + 10.0, ok=(200, 408)
+        endpoint,
+        "GET",
+        f"/v1/applied?{query}",
+        timeout_s=timeout_s + 10.0,
+        ok=(200, 408),
+        token=token,
     )
     status = ControllerStatus.model_validate(payload)
     if status_code == 408:

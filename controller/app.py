@@ -25,6 +25,7 @@ from os_ken.controller.handler import (
 )
 from os_ken.ofproto import ofproto_v1_3
 
+from controller.auth import read_token_file
 from controller.errors import ControllerStartError
 from controller.ofswitch import OFSwitch, ReplyRouter
 from controller.reconciler import Reconciler
@@ -38,6 +39,8 @@ cfg.CONF.register_opts(
         cfg.IntOpt("api-port", default=None, help="port of the local HTTP API (required)"),
         cfg.StrOpt("state-file", default=None, help="where the applied snapshot is kept"),
         cfg.FloatOpt("reply-timeout-s", default=5.0, help="barrier / flow-stats reply timeout"),
+        cfg.StrOpt("token-file", default=None, help="bearer token of the API (mode 0600)"),
+        cfg.BoolOpt("insecure-no-token", default=False, help="serve the API without a token"),
     ],
     group=CONF_GROUP,
 )
@@ -61,7 +64,11 @@ class RouteController(app_manager.OSKenApp):
         state = Path(opts.state_file) if opts.state_file else None
         self.reconciler = Reconciler(state_path=state, reply_timeout_s=opts.reply_timeout_s)
         self.reconciler.load_state()
-        self.api = ApiServer(opts.api_host, opts.api_port, self.reconciler)
+        if opts.token_file is None and not opts.insecure_no_token:
+            raise ControllerStartError(f"{CONF_GROUP}.token_file is not set: expected the "
+                                       "run's token file, or insecure_no_token")
+        token = read_token_file(Path(opts.token_file)) if opts.token_file else None
+        self.api = ApiServer(opts.api_host, opts.api_port, self.reconciler, token=token)
         self.threads.append(self.api.serve_in_thread())
         worker = threading.Thread(target=self.reconciler.run, name="reconciler", daemon=True)
         worker.start()

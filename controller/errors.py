@@ -39,6 +39,10 @@ class ControllerRequestError(ControllerError):
         super().__init__(message if status is None else f"HTTP {status}: {message}")
 
 
+class ControllerAuthError(ControllerError):
+    """A token file is unusable, or the API refused a request for a missing or wrong token."""
+
+
 class ApplyTimeoutError(ControllerError, TimeoutError):
     """A generation was not applied to every switch within the allowed time."""
 

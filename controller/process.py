@@ -17,7 +17,8 @@ from pathlib import Path
 from types import TracebackType
 
 from controller.api import get_status
-from controller.errors import ControllerError, ControllerStartError
+from controller.auth import read_token_file
+from controller.errors import ControllerAuthError, ControllerError, ControllerStartError
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,9 @@ class ControllerProcess:
         of_port: OpenFlow TCP port the switches connect to.
         api_port: port of the local HTTP API (see controller/api.py).
         log_path: file the child's stdout/stderr are appended to.
+        token_file: the run's bearer token (mode 0600); every API call must carry it
+            (`token=ctl.token`). None starts the API without a token (`--insecure-no-token`),
+            kept only until the orchestrator passes one.
         state_path: file keeping the applied snapshot across restarts (None: not kept).
         host: listen address of both ports.
         start_timeout_s: how long `start` waits for the API to answer.
@@ -45,6 +49,7 @@ class ControllerProcess:
         of_port: int,
         api_port: int,
         log_path: Path,
+        token_file: Path | None = None,
         state_path: Path | None = None,
         host: str = "127.0.0.1",
         start_timeout_s: float = 30.0,
@@ -56,6 +61,8 @@ class ControllerProcess:
         self.api_port = api_port
         self.log_path = Path(log_path)
         self.state_path = state_path
+        self.token_file = Path(token_file) if token_file is not None else None
+        self.token = read_token_file(self.token_file) if self.token_file is not None else None
         self.host = host
         self.start_timeout_s = start_timeout_s
         self.reply_timeout_s = reply_timeout_s
@@ -93,6 +100,10 @@ class ControllerProcess:
         ]
         if self.state_path is not None:
             argv += ["--state-file", str(self.state_path)]
+        if self.token_file is not None:
+            argv += ["--token-file", str(self.token_file)]
+        else:
+            argv += ["--insecure-no-token"]
         return argv
 
     def start(self) -> None:
@@ -126,8 +137,11 @@ class ControllerProcess:
                     f"{self.log_path}:\n{self.log_tail()}"
                 )
             try:
-                get_status(self.endpoint, timeout_s=1.0)
+                get_status(self.endpoint, timeout_s=1.0, token=self.token)
                 return
+            except ControllerAuthError:
+                self.stop()
+                raise
             except ControllerError:
                 pass
             if time.monotonic() > deadline:

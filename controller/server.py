@@ -9,7 +9,9 @@ Owns the wire protocol only; every decision is the reconciler's. Endpoints (all 
                                                          -> 200 ControllerStatus | 408 on timeout
 
 Errors answer {"error": <class name>, "message": ..., plus the error's fields}: 400 for
-SnapshotError, 409 for StaleGenerationError, 404 for an unknown path.
+SnapshotError, 409 for StaleGenerationError, 404 for an unknown path. With a token, every
+request must carry `Authorization: Bearer <token>`, else 401 {"error": "Unauthorized"} and a log
+line naming the remote address and the path (never the token).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from controller.auth import bearer_matches
 from controller.errors import SnapshotError, StaleGenerationError
 from controller.model import Snapshot
 from controller.reconciler import Reconciler
@@ -33,13 +36,16 @@ MAX_WAIT_S = 600.0
 
 
 class ApiServer(ThreadingHTTPServer):
-    """HTTP server bound to (host, port) answering for one Reconciler."""
+    """HTTP server bound to (host, port) answering for one Reconciler; `token=None` serves
+    without authentication (`--insecure-no-token`)."""
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, host: str, port: int, reconciler: Reconciler) -> None:
+    def __init__(self, host: str, port: int, reconciler: Reconciler, *,
+                 token: str | None = None) -> None:
         self.reconciler = reconciler
+        self.token = token
         super().__init__((host, port), _Handler)
 
     def serve_in_thread(self) -> threading.Thread:
@@ -66,7 +72,24 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, exc: Exception, **fields: Any) -> None:
         self._reply(status, {"error": type(exc).__name__, "message": str(exc), **fields})
 
+    def _authorized(self) -> bool:
+        token = self.server.token
+        header = self.headers.get("Authorization")
+        if token is None or bearer_matches(header, token):
+            return True
+        reason = "missing" if not header else "wrong"
+        LOG.warning("unauthorized request from %s: %s %s (%s token)", self.client_address[0],
+                    self.command, urlsplit(self.path).path, reason)
+        length = int(self.headers.get("Content-Length") or 0)
+        if 0 < length <= MAX_BODY_BYTES:
+            self.rfile.read(length)  # keep the HTTP/1.1 connection in step
+        self._reply(HTTPStatus.UNAUTHORIZED, {"error": "Unauthorized",
+                                              "message": f"{reason} bearer token"})
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        if not self._authorized():
+            return
         url = urlsplit(self.path)
         rec = self.server.reconciler
         if url.path == "/v1/status":
@@ -91,6 +114,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.NOT_FOUND, {"error": "NotFound", "message": url.path})
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        if not self._authorized():
+            return
         url = urlsplit(self.path)
         if url.path != "/v1/snapshot":
             self._reply(HTTPStatus.NOT_FOUND, {"error": "NotFound", "message": url.path})

@@ -11,10 +11,18 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "nodes.client": ("health", "metrics", "results", "start_workload", "stop_workload",
-                     "wait_healthy"),
-    "nodes.errors": ("AgentApiError", "AgentError", "AgentUnreachableError", "ConfigError",
-                     "NodeError", "ProtocolError", "TransferError", "UnknownWorkloadError",
+    "nodes.auth": ("read_token_file",),
+    "nodes.client": ("cancel_job", "fetch_job_file", "health", "job", "job_files",
+                     "job_results", "jobs", "metrics", "push_context", "results",
+                     "start_workload", "stop_workload", "submit_job", "wait_healthy", "wait_job"),
+    "nodes.contacts": ("ContactSchedule", "ContactWindow"),
+    "nodes.context": ("Contact", "RunContext"),
+    "nodes.dataplane": ("DataPlane", "Message", "SendReceipt"),
+    "nodes.errors": ("AgentApiError", "AgentAuthError", "AgentError", "AgentUnreachableError",
+                     "AuthError", "ConfigError", "ContextError", "DataPlaneError", "FrameError",
+                     "JobError", "JobFileError", "JobStateError", "JobTimeoutError",
+                     "NodeError", "ProtocolError", "RecvTimeoutError", "TransferError",
+                     "UnknownJobError", "UnknownPeerError", "UnknownWorkloadError",
                      "WorkloadError", "WorkloadOptionsError", "WorkloadStateError"),
     "nodes.events": ("FileEvent", "FileStatus"),
     "nodes.service": ("NodeAgent",),

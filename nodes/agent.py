@@ -5,9 +5,11 @@ state lives in NodeAgent (service.py). Runs inside the node (namespace + cgroup 
 board in the lab), so its workloads inherit the node's network view and CPU/memory budget.
 
     python -m nodes.agent --name sat1 --role satellite --mgmt-listen 10.255.0.2:9100 \\
-        --data-ip 10.0.0.2 --results /run/testbed/sat1
+        --data-ip 10.0.0.2 --results /run/testbed/sat1 --token-file /run/testbed/token
 
-SIGTERM or SIGINT: stop the workload, write `<results>/<name>.json`, exit 0.
+Every request but `GET /health` needs the run's bearer token (`--token-file`, mode 0600 or
+stricter); without one the agent refuses to start unless `--insecure-no-token` is given.
+SIGTERM or SIGINT: stop every job, write `<results>/<name>.json`, exit 0.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pathlib import Path
 
 from nodes.addr import format_hostport, parse_hostport
 from nodes.api import make_server
-from nodes.errors import ConfigError
+from nodes.auth import read_token_file
+from nodes.errors import AuthError, ConfigError
 from nodes.service import NodeAgent
 from nodes.workloads import Role
 
@@ -59,8 +62,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=None, help="folder for <name>.json")
     p.add_argument("--stop-timeout-s", type=float, default=10.0,
                    help="how long SIGTERM waits for the workload to stop")
+    p.add_argument("--token-file", type=Path, default=None,
+                   help="file holding the run's bearer token (mode 0600 or stricter)")
+    p.add_argument("--insecure-no-token", action="store_true",
+                   help="serve without a token (tests only): anyone who reaches the port may "
+                        "run jobs")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The token from --token-file; None only with --insecure-no-token."""
+    if args.token_file is not None and args.insecure_no_token:
+        raise ConfigError("--token-file and --insecure-no-token: expected one of them")
+    if args.token_file is not None:
+        return read_token_file(args.token_file)
+    if not args.insecure_no_token:
+        raise ConfigError("no --token-file: expected the run's token file (mode 0600), or "
+                          "--insecure-no-token to serve without authentication")
+    log.warning("serving without a token (--insecure-no-token)")
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,11 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(_JsonLogFormatter(args.name))
     logging.basicConfig(level=args.log_level, handlers=[handler], force=True)
     try:
+        token = _token(args)
         host, port = parse_hostport(args.mgmt_listen, allow_zero_port=True)
         agent = NodeAgent(args.name, Role(args.role), data_ip=args.data_ip,
                           results_dir=args.results)
-        server = make_server(agent, host, port)
-    except (ConfigError, OSError) as exc:
+        server = make_server(agent, host, port, token=token)
+    except (ConfigError, AuthError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
@@ -86,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     thread.start()
     print(json.dumps({"event": "listening", "mgmt": bound, "pid": os.getpid(),
                       "node": args.name}), flush=True)
-    log.info("agent listening", extra={"mgmt": bound, "role": args.role})
+    log.info("agent listening", extra={"mgmt": bound, "role": args.role,
+                                       "auth": "token" if token else "none"})
     try:
         while not stop.wait(0.2):
             pass

@@ -30,7 +30,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("leo_node_info", "gauge", "Always 1; labels say which node and role this is.",
            ("role",)),
     Family("leo_node_uptime_seconds", "gauge", "Seconds since the node agent started."),
-    Family("leo_node_workload_running", "gauge", "1 while a workload of this kind runs, else 0.",
+    Family("leo_node_workload_running", "gauge", "Jobs of this kind running now.",
            ("kind",)),
     Family("leo_node_bytes_sent_total", "counter",
            "Payload bytes written to data sockets, failed attempts included.", ("peer",)),
@@ -95,6 +95,13 @@ class Metrics:
         with self._lock:
             series = self._values[name]
             series[key] = series.get(key, 0) + amount
+
+    def add(self, name: str, delta: float, **labels: str) -> None:
+        """Add `delta` (any sign) to a gauge sample: concurrent jobs count up and down."""
+        key = self._key(name, labels)
+        with self._lock:
+            series = self._values[name]
+            series[key] = series.get(key, 0) + delta
 
     def set(self, name: str, value: float, **labels: str) -> None:
         """Set a gauge sample."""

@@ -1,7 +1,10 @@
-"""The node agent's state behind the management API: identity, metrics, workloads, results file.
+"""The node agent's state behind the management API: identity, metrics, jobs, context, results.
 
-Owns which workload runs (one at a time), the node's Metrics and `<results>/<name>.json`. The
-HTTP layer (api.py) and the process entry (agent.py) only call it; tests may use it in process.
+Owns the agent's jobs (jobs.py: several may run at once), the pushed run context, the node's
+data plane, its Metrics and `<results>/<name>.json`. The HTTP layer (api.py) and the process
+entry (agent.py) only call it; tests may use it in process. The one-workload-at-a-time calls
+(`start_workload`, `stop_workload`, `results`) are thin aliases onto jobs, kept until the
+orchestrator uses the job API.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from nodes.clock import SystemClock
+from nodes.context import ContextRef, RunContext
+from nodes.dataplane import DataPlane
 from nodes.errors import ConfigError, NodeError, WorkloadStateError
+from nodes.jobs import Job, JobTable
 from nodes.metrics import Metrics
 from nodes.protocol import FileHeader
-from nodes.workloads import NodeContext, Role, Workload, WorkloadState, create_workload
+from nodes.workloads import NodeContext, Role, Workload, WorkloadState
 
 log = logging.getLogger("nodes.agent")
 
@@ -25,10 +31,9 @@ RESULTS_SCHEMA = 1
 
 
 class NodeAgent:
-    """One node's state behind the API: identity, metrics, the workloads started so far.
+    """One node's state behind the API: identity, metrics, jobs, run context, data plane.
 
-    One workload runs at a time; a finished or stopped one may be followed by another. Every
-    workload started stays in the results file, in order.
+    Jobs run concurrently; every job submitted stays in the results file, in order.
     """
 
     def __init__(self, name: str, role: Role, *, data_ip: str | None = None,
@@ -44,62 +49,91 @@ class NodeAgent:
         self.clock = clock or SystemClock()
         self.metrics = Metrics({"node": name})
         self.metrics.set("leo_node_info", 1, role=role.value)
+        self.run = ContextRef()
+        self.dataplane = DataPlane(name, data_ip, self.run) if data_ip else None
         self._started = self.clock.stamp()
-        self._lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self._workloads: list[Workload] = []
+        self._legacy_lock = threading.Lock()
+        self.jobs = JobTable(name, lambda: self.context, on_end=self._on_end)
 
     @property
     def context(self) -> NodeContext:
         return NodeContext(name=self.name, role=self.role, data_ip=self.data_ip,
-                           results_dir=self.results_dir, metrics=self.metrics, clock=self.clock)
-
-    def _current(self) -> Workload | None:
-        with self._lock:
-            return self._workloads[-1] if self._workloads else None
+                           results_dir=self.results_dir, metrics=self.metrics, clock=self.clock,
+                           run=self.run, dataplane=self.dataplane)
 
     def uptime_s(self) -> float:
         return (self.clock.monotonic_ns() - self._started.t_ns) / 1e9
 
     # API -------------------------------------------------------------------------------------
     def health(self) -> dict[str, object]:
-        current = self._current()
+        last = self.jobs.last()
+        listener = self.dataplane.listener if self.dataplane else None
         return {"name": self.name, "role": self.role.value, "data_ip": self.data_ip,
                 "pid": os.getpid(), "started_utc": self._started.utc,
                 "uptime_s": round(self.uptime_s(), 3),
-                "workload": ({"kind": current.kind, "state": current.state.value}
-                             if current else None)}
+                "workload": {"kind": last.kind, "state": last.state.value} if last else None,
+                "jobs_running": len(self.jobs.running()), "jobs_total": len(self.jobs.all()),
+                "context": self.run.get() is not None,
+                "data_listen": (f"{listener.host}:{listener.port}" if listener else None)}
 
+    def set_context(self, doc: Mapping[str, object]) -> dict[str, object]:
+        """Validates and keeps the pushed run context, (re)starts the data-plane listener on its
+        port; ContextError names a bad field, DataPlaneError a taken port."""
+        ctx = RunContext.from_json(doc)
+        if ctx.node != self.name:
+            raise ConfigError(f"context field node={ctx.node!r}: expected this agent's name "
+                              f"{self.name!r}")
+        if self.dataplane is not None:
+            self.dataplane.listen(ctx.data_port)
+        self.run.set(ctx)
+        log.info("context set", extra={"peers": len(ctx.peers), "contacts": len(ctx.contacts),
+                                       "data_port": ctx.data_port})
+        return ctx.to_json()
+
+    def get_context(self) -> dict[str, object]:
+        return self.run.require(f"node {self.name}").to_json()
+
+    def submit_job(self, kind: str, options: Mapping[str, object] | None,
+                   job_id: str | None = None) -> dict[str, object]:
+        job = self.jobs.submit(kind, options, job_id)
+        log.info("job started", extra={"job": job.id, "kind": kind})
+        return self._submitted(job)
+
+    @staticmethod
+    def _submitted(job: Job) -> dict[str, object]:
+        return {"id": job.id, "kind": job.kind, "state": job.state.value,
+                "submitted_utc": job.submitted.utc}
+
+    # legacy one-workload calls (aliases onto jobs) -------------------------------------------
     def start_workload(self, kind: str, options: Mapping[str, object] | None) -> dict[str, object]:
-        """Creates and starts a workload; WorkloadStateError while another one runs."""
-        with self._lock:
-            if self._workloads and self._workloads[-1].state is WorkloadState.RUNNING:
-                raise WorkloadStateError(f"node {self.name}: workload "
-                                         f"{self._workloads[-1].kind} is running; stop it first")
-            workload = create_workload(kind, self.context, options, on_end=self._on_end)
-            self._workloads.append(workload)  # before start: on_end may write results at once
-            try:
-                workload.start()
-            except BaseException:
-                self._workloads.pop()
-                raise
-        log.info("workload started", extra={"kind": kind})
-        return {"kind": kind, "state": workload.state.value,
-                "started_utc": workload.results(include_events=False)["started_utc"]}
+        """Alias of submit_job that keeps the old rule: WorkloadStateError while a job runs."""
+        with self._legacy_lock:
+            running = self.jobs.running()
+            if running:
+                raise WorkloadStateError(f"node {self.name}: workload {running[-1].kind} "
+                                         f"(job {running[-1].id}) is running; stop it first")
+            job = self.jobs.submit(kind, options)
+        log.info("workload started", extra={"job": job.id, "kind": kind})
+        res = job.workload.results(include_events=False)
+        return {"kind": kind, "state": job.state.value, "started_utc": res["started_utc"],
+                "id": job.id}
 
     def stop_workload(self, timeout_s: float = 10.0) -> dict[str, object]:
-        """Stops the current workload (idempotent) and returns its results without events."""
-        current = self._current()
-        if current is None:
+        """Stops the last job (idempotent) and returns its results without events."""
+        last = self.jobs.last()
+        if last is None:
             raise WorkloadStateError(f"node {self.name}: no workload was started")
-        current.stop(timeout_s)
-        return current.results(include_events=False)
+        if last.state is WorkloadState.RUNNING:
+            last.cancelled = True
+        last.workload.stop(timeout_s)
+        return last.workload.results(include_events=False)
 
     def results(self, include_events: bool = True) -> dict[str, object]:
-        current = self._current()
-        if current is None:
+        last = self.jobs.last()
+        if last is None:
             raise WorkloadStateError(f"node {self.name}: no workload was started, no results")
-        return current.results(include_events=include_events)
+        return last.workload.results(include_events=include_events)
 
     def render_metrics(self) -> str:
         self.metrics.set("leo_node_uptime_seconds", round(self.uptime_s(), 3))
@@ -107,10 +141,12 @@ class NodeAgent:
 
     # shutdown and results file ---------------------------------------------------------------
     def close(self, timeout_s: float = 10.0) -> Path | None:
-        """Stops the running workload and writes the results file (path; None without one)."""
-        current = self._current()
-        if current is not None:
-            current.stop(timeout_s)
+        """Stops every running job and the data plane, writes the results file (its path)."""
+        try:
+            self.jobs.stop_all(timeout_s)
+        finally:
+            if self.dataplane is not None:
+                self.dataplane.close()
         return self.write_results()
 
     def _on_end(self, workload: Workload) -> None:
@@ -118,18 +154,19 @@ class NodeAgent:
         self.write_results()
 
     def write_results(self) -> Path | None:
-        """Writes `<results_dir>/<name>.json` atomically: every workload's results, in order."""
+        """Writes `<results_dir>/<name>.json` atomically: every job's results, in order."""
         if self.results_dir is None:
             return None
-        with self._lock:
-            workloads = list(self._workloads)
+        jobs = self.jobs.all()
         doc = {"schema": RESULTS_SCHEMA, "node": self.name, "role": self.role.value,
                "agent_started_utc": self._started.utc, "written_utc": self.clock.utc_now(),
-               "workloads": [w.results() for w in workloads]}
+               "jobs": [{"id": j.id, "kind": j.kind, "submitted_utc": j.submitted.utc}
+                        for j in jobs],
+               "workloads": [j.workload.results() for j in jobs]}
         path = self.results_dir / f"{self.name}.json"
         with self._write_lock:
             self.results_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".json.tmp{os.getpid()}")
+            tmp = path.with_suffix(f".json.tmp{os.getpid()}.{threading.get_ident()}")
             tmp.write_text(json.dumps(doc, indent=1) + "\n")
             os.replace(tmp, path)
         return path

@@ -10,14 +10,19 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from nodes.clock import Stamp, SystemClock
-from nodes.errors import WorkloadStateError
+from nodes.context import ContextRef, RunContext
+from nodes.errors import DataPlaneError, WorkloadStateError
 from nodes.metrics import Metrics
+
+if TYPE_CHECKING:
+    from nodes.contacts import ContactSchedule
+    from nodes.dataplane import DataPlane
 
 RESULT_KEYS = ("kind", "node", "role", "state", "started_utc", "ended_utc", "elapsed_s",
                "options", "error", "summary", "events")
@@ -39,7 +44,9 @@ class WorkloadState(StrEnum):
 @dataclass(frozen=True)
 class NodeContext:
     """What a workload may know about its node. `data_ip`: the address on the emulated data
-    network (senders bind to it, receivers listen on it); `results_dir`: where files may go."""
+    network (senders bind to it, receivers listen on it); `results_dir`: the agent's results
+    folder; `output_dir`: this job's own folder (served by `GET /jobs/<id>/files`); `run`: the
+    context the orchestrator pushed; `dataplane`: send/recv to named peers."""
 
     name: str
     role: Role
@@ -47,6 +54,24 @@ class NodeContext:
     results_dir: Path | None
     metrics: Metrics
     clock: SystemClock
+    output_dir: Path | None = None
+    run: ContextRef = field(default_factory=ContextRef)
+    dataplane: DataPlane | None = None
+
+    def run_context(self) -> RunContext:
+        """The pushed run context; ContextError when none was pushed yet."""
+        return self.run.require(f"node {self.name}")
+
+    def contacts(self) -> ContactSchedule:
+        """This node's contact schedule, from the pushed run context."""
+        from nodes.contacts import ContactSchedule
+
+        return ContactSchedule(self.run_context())
+
+    def require_dataplane(self) -> DataPlane:
+        if self.dataplane is None:
+            raise DataPlaneError(f"node {self.name}: no data plane (the agent has no data IP)")
+        return self.dataplane
 
 
 class Workload(ABC):
@@ -79,7 +104,7 @@ class Workload(ABC):
             self._prepare()  # may raise (port in use): stays idle, caller sees the error
             self._started = self.ctx.clock.stamp()
             self._state = WorkloadState.RUNNING
-            self.ctx.metrics.set("leo_node_workload_running", 1, kind=self.kind)
+            self.ctx.metrics.add("leo_node_workload_running", 1, kind=self.kind)
             self._thread = threading.Thread(target=self._main, name=f"workload-{self.kind}",
                                             daemon=True)
             self._thread.start()
@@ -121,7 +146,7 @@ class Workload(ABC):
         with self._lock:
             self._ended = self.ctx.clock.stamp()
             self._state, self._error = final, error
-        self.ctx.metrics.set("leo_node_workload_running", 0, kind=self.kind)
+        self.ctx.metrics.add("leo_node_workload_running", -1, kind=self.kind)
         if self._on_end is not None:
             self._on_end(self)
 
@@ -141,6 +166,10 @@ class Workload(ABC):
             "events": self._events() if include_events else [],
         }
         return out
+
+    def progress(self) -> dict[str, object] | None:
+        """`{done, total, unit}` for kinds that can count their work; None otherwise."""
+        return None
 
     # what a kind implements -----------------------------------------------------------------
     @abstractmethod

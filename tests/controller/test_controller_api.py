@@ -11,6 +11,7 @@ import pytest
 from controller import api
 from controller.errors import (
     ApplyTimeoutError,
+    ControllerAuthError,
     ControllerRequestError,
     ControllerUnavailableError,
     SnapshotError,
@@ -104,3 +105,30 @@ def test_unavailable_endpoint() -> None:
     sock.close()  # nothing listens there now
     with pytest.raises(ControllerUnavailableError, match=str(port)):
         api.get_status(f"127.0.0.1:{port}", timeout_s=2.0)
+
+
+def test_token_is_required_when_set(caplog: pytest.LogCaptureFixture) -> None:
+    token = "controller-token-0123456789"
+    rec = Reconciler()
+    server = ApiServer("127.0.0.1", 0, rec, token=token)
+    server.serve_in_thread()
+    endpoint = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        with caplog.at_level("WARNING", logger="controller.server"):
+            for wrong in (None, "controller-token-012345678X"):
+                with pytest.raises(ControllerAuthError, match=r"(missing|wrong) bearer token"):
+                    api.push_snapshot(endpoint, ring_snapshot(1, 500.0), token=wrong)
+                with pytest.raises(ControllerAuthError):
+                    api.get_routes(endpoint, token=wrong)
+                with pytest.raises(ControllerAuthError):
+                    api.wait_applied(endpoint, 1, timeout_s=0.1, token=wrong)
+        assert rec.status().generation_pushed == 0  # nothing got through
+        assert api.push_snapshot(endpoint, ring_snapshot(1, 500.0), token=token) is True
+        assert api.get_status(endpoint, token=token).generation_pushed == 1
+        refused = [r.getMessage() for r in caplog.records if "unauthorized" in r.getMessage()]
+        assert len(refused) == 6
+        assert "from 127.0.0.1: POST /v1/snapshot (missing token)" in refused[0]
+        assert all(token not in m and "012345678X" not in m for m in refused)
+    finally:
+        server.shutdown()
+        server.server_close()

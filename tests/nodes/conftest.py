@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from nodes.api import AgentHTTPServer, make_server
+from nodes.service import NodeAgent
+from nodes.workloads import Role
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +36,16 @@ def images_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def images(images_dir: Path) -> list[Path]:
     return sorted(images_dir.glob("*.png"))
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> tuple[Path, str]:
+    """A fresh per-test bearer token in a mode-0600 file: (path, token)."""
+    token = secrets.token_urlsafe(24)
+    path = tmp_path / "token"
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return path, token
 
 
 @dataclass
@@ -99,3 +115,40 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
                 agent.proc.wait(5)
         if agent.proc.stdout is not None:
             agent.proc.stdout.close()
+
+
+@dataclass
+class InProcessAgent:
+    """A NodeAgent served by a real HTTP server on loopback, in this process."""
+
+    agent: NodeAgent
+    mgmt: str
+    token: str | None
+
+
+@pytest.fixture
+def inproc_agents(tmp_path: Path) -> Iterator[Callable[..., InProcessAgent]]:
+    """Starts in-process agents (real HTTP servers on 127.0.0.1); teardown stops their jobs,
+    data planes and servers, also on failure."""
+    started: list[tuple[InProcessAgent, AgentHTTPServer, threading.Thread]] = []
+
+    def factory(name: str, role: Role = Role.SATELLITE, *, data_ip: str | None = None,
+                token: str | None = None, results: bool = True) -> InProcessAgent:
+        agent = NodeAgent(name, role, data_ip=data_ip,
+                          results_dir=tmp_path / name if results else None)
+        server = make_server(agent, "127.0.0.1", 0, token=token)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                  daemon=True)
+        thread.start()
+        handle = InProcessAgent(agent, f"127.0.0.1:{server.server_address[1]}", token)
+        started.append((handle, server, thread))
+        return handle
+
+    yield factory
+    for handle, server, thread in started:
+        try:
+            handle.agent.close(5.0)
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(5.0)

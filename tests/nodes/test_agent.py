@@ -48,42 +48,48 @@ def pid_alive(pid: int) -> bool:
 
 
 def test_agent_api_end_to_end(agent_factory: Callable[..., AgentProcess], images_dir: Path,
-                              tmp_path: Path) -> None:
+                              tmp_path: Path, token_file: tuple[Path, str]) -> None:
+    """The old one-workload endpoints, now aliases onto jobs, with the run's token."""
     port = free_port()
+    path, tok = token_file
     gs = agent_factory("--name", "gs", "--role", "ground", "--mgmt-listen", "127.0.0.1:0",
-                       "--data-ip", "127.0.0.1", "--results", str(tmp_path / "gs"))
+                       "--data-ip", "127.0.0.1", "--results", str(tmp_path / "gs"),
+                       "--token-file", str(path))
     sat = agent_factory("--name", "sat1", "--role", "satellite", "--mgmt-listen",
                         "127.0.0.1:0", "--data-ip", "127.0.0.1", "--results",
-                        str(tmp_path / "sat1"))
+                        str(tmp_path / "sat1"), "--token-file", str(path))
     for agent, role in ((gs, "ground"), (sat, "satellite")):
-        h = client.wait_healthy(agent.mgmt, timeout_s=10)
+        h = client.wait_healthy(agent.mgmt, timeout_s=10, token=tok)
         assert (h["role"], h["workload"], h["pid"]) == (role, None, agent.proc.pid)
         assert float(h["uptime_s"]) >= 0  # type: ignore[arg-type]
 
     with pytest.raises(AgentApiError) as info:
-        client.results(sat.mgmt)
+        client.results(sat.mgmt, token=tok)
     assert (info.value.status, info.value.error) == (409, "WorkloadStateError")
     with pytest.raises(AgentApiError, match="choose: downlink-files") as info:
-        client.start_workload(sat.mgmt, "downlink_files", {})
+        client.start_workload(sat.mgmt, "downlink_files", {}, token=tok)
     assert info.value.status == 400 and info.value.error == "UnknownWorkloadError"
     with pytest.raises(AgentApiError, match="unknown option") as info:
         client.start_workload(sat.mgmt, "downlink-files", {"source": str(images_dir),
-                                                           "ground_ip": "127.0.0.1", "x": 1})
+                                                           "ground_ip": "127.0.0.1", "x": 1},
+                              token=tok)
     assert info.value.status == 400
 
     options = {"source": str(images_dir), "ground_ip": "127.0.0.1", "ground_port": port,
                "loops": 0, "duration_s": 20}  # repeat until stopped: metrics keep moving
-    assert client.start_workload(gs.mgmt, "downlink-files", options)["state"] == "running"
-    before = client.metrics(sat.mgmt)
-    assert client.start_workload(sat.mgmt, "downlink-files", options)["state"] == "running"
+    started = client.start_workload(gs.mgmt, "downlink-files", options, token=tok)
+    assert started["state"] == "running"
+    before = client.metrics(sat.mgmt, token=tok)
+    started = client.start_workload(sat.mgmt, "downlink-files", options, token=tok)
+    assert started["state"] == "running"
     with pytest.raises(AgentApiError) as info:
-        client.start_workload(sat.mgmt, "downlink-files", options)
+        client.start_workload(sat.mgmt, "downlink-files", options, token=tok)
     assert info.value.status == 409
 
     peer = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        after = client.metrics(sat.mgmt)
+        after = client.metrics(sat.mgmt, token=tok)
         if metric(after, "leo_node_files_delivered_total", peer=peer) >= 60:
             break
         time.sleep(0.05)
@@ -91,14 +97,14 @@ def test_agent_api_end_to_end(agent_factory: Callable[..., AgentProcess], images
     assert metric(after, "leo_node_files_delivered_total", peer=peer) >= 60
     assert metric(after, "leo_node_workload_running", kind="downlink-files") == 1
     assert metric(after, "leo_node_info", node="sat1", role="satellite") == 1
-    assert client.health(sat.mgmt)["workload"] == {"kind": "downlink-files",
+    assert client.health(sat.mgmt, token=tok)["workload"] == {"kind": "downlink-files",
                                                    "state": "running"}
 
-    stopped = client.stop_workload(sat.mgmt)
+    stopped = client.stop_workload(sat.mgmt, token=tok)
     assert stopped["state"] == "stopped" and stopped["events"] == []
-    assert client.stop_workload(sat.mgmt)["state"] == "stopped"  # idempotent
-    sat_res = client.results(sat.mgmt)
-    gs_summary = client.results(gs.mgmt, events=False)["summary"]
+    assert client.stop_workload(sat.mgmt, token=tok)["state"] == "stopped"  # idempotent
+    sat_res = client.results(sat.mgmt, token=tok)
+    gs_summary = client.results(gs.mgmt, events=False, token=tok)["summary"]
     assert tuple(sat_res) == RESULT_KEYS
     summary = sat_res["summary"]
     delivered = summary["files_delivered"]  # type: ignore[index]
@@ -107,7 +113,7 @@ def test_agent_api_end_to_end(agent_factory: Callable[..., AgentProcess], images
     # the ground counted at least every file the satellite saw acked (acks can be in flight)
     received = gs_summary["senders"]["sat1"]["files_received"]  # type: ignore[index]
     assert delivered <= received <= delivered + 9
-    final_metrics = client.metrics(sat.mgmt)
+    final_metrics = client.metrics(sat.mgmt, token=tok)
     assert metric(final_metrics, "leo_node_bytes_delivered_total", peer=peer) == \
         summary["bytes_delivered"]  # type: ignore[index]
 
@@ -116,7 +122,7 @@ def test_agent_api_end_to_end(agent_factory: Callable[..., AgentProcess], images
         assert agent.terminate() == 0, agent.stderr()
         assert not pid_alive(pid)
         with pytest.raises(AgentUnreachableError):
-            client.health(agent.mgmt, timeout_s=0.5)
+            client.health(agent.mgmt, timeout_s=0.5, token=tok)
     doc = json.loads((tmp_path / "sat1" / "sat1.json").read_text())
     assert doc["node"] == "sat1" and [w["state"] for w in doc["workloads"]] == ["stopped"]
     assert doc["workloads"][0]["summary"]["files_delivered"] == delivered
@@ -128,7 +134,7 @@ def test_agent_api_end_to_end(agent_factory: Callable[..., AgentProcess], images
 def test_sigterm_mid_workload_writes_results_and_exits_zero(
         agent_factory: Callable[..., AgentProcess], images_dir: Path, tmp_path: Path) -> None:
     sat = agent_factory("--name", "sat2", "--role", "satellite", "--mgmt-listen",
-                        "127.0.0.1:0", "--results", str(tmp_path))
+                        "127.0.0.1:0", "--results", str(tmp_path), "--insecure-no-token")
     client.wait_healthy(sat.mgmt, timeout_s=10)
     client.start_workload(sat.mgmt, "downlink-files", {
         "source": str(images_dir), "ground_ip": "127.0.0.1", "ground_port": free_port(),
@@ -144,7 +150,8 @@ def test_sigterm_mid_workload_writes_results_and_exits_zero(
 
 
 def test_http_errors_are_json(agent_factory: Callable[..., AgentProcess]) -> None:
-    sat = agent_factory("--name", "sat3", "--role", "satellite", "--mgmt-listen", "127.0.0.1:0")
+    sat = agent_factory("--name", "sat3", "--role", "satellite", "--mgmt-listen", "127.0.0.1:0",
+                        "--insecure-no-token")
     client.wait_healthy(sat.mgmt, timeout_s=10)
     for method, path, body, status in (("GET", "/nope", None, 404),
                                        ("GET", "/workload/start", None, 405),
@@ -159,8 +166,12 @@ def test_http_errors_are_json(agent_factory: Callable[..., AgentProcess]) -> Non
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--mgmt-listen", "nowhere"], "address 'nowhere': expected IP:PORT"),
-    (["--mgmt-listen", "127.0.0.1:0", "--name", "../x"], "node name '../x'"),
+    (["--mgmt-listen", "nowhere", "--insecure-no-token"], "address 'nowhere': expected IP:PORT"),
+    (["--mgmt-listen", "127.0.0.1:0", "--insecure-no-token", "--name", "../x"],
+     "node name '../x'"),
+    (["--mgmt-listen", "127.0.0.1:0"], "no --token-file"),
+    (["--mgmt-listen", "127.0.0.1:0", "--insecure-no-token", "--token-file", "t"],
+     "--token-file and --insecure-no-token: expected one of them"),
 ])
 def test_bad_command_line_exits_2(args: list[str], message: str) -> None:
     argv = ["--name", "s", "--role", "satellite", *args]

@@ -88,10 +88,12 @@ def start_pair(pair: Pair, agent_factory: Callable[..., AgentProcess],
                tmp_path: Path) -> tuple[AgentProcess, AgentProcess]:
     gs = agent_factory("--name", "gs", "--role", "ground", "--mgmt-listen",
                        f"{pair.gs_mgmt_ip}:0", "--data-ip", pair.gs_data_ip,
-                       "--results", str(tmp_path), prefix=["ip", "netns", "exec", pair.gs_ns])
+                       "--results", str(tmp_path), "--insecure-no-token",
+                       prefix=["ip", "netns", "exec", pair.gs_ns])
     sat = agent_factory("--name", "sat1", "--role", "satellite", "--mgmt-listen",
                         f"{pair.sat_mgmt_ip}:0", "--data-ip", pair.sat_data_ip,
-                        "--results", str(tmp_path), prefix=["ip", "netns", "exec", pair.sat_ns])
+                        "--results", str(tmp_path), "--insecure-no-token",
+                        prefix=["ip", "netns", "exec", pair.sat_ns])
     for agent in (gs, sat):
         client.wait_healthy(agent.mgmt, timeout_s=10)
     client.start_workload(gs.mgmt, "downlink-files", {"ground_port": PORT})
