@@ -69,9 +69,9 @@ def job(
     typer.echo(json.dumps(final, indent=2, default=str))
     if fetch is not None:
         fetch.mkdir(parents=True, exist_ok=True)
-        for name in client.job_files(reply["addr"], reply["id"], token=token):
-            (fetch / name).write_bytes(
-                client.fetch_job_file(reply["addr"], reply["id"], name, token=token))
+        for entry in client.job_files(reply["addr"], reply["id"], token=token):
+            name = str(entry["name"])
+            client.fetch_job_file(reply["addr"], reply["id"], name, fetch / name, token=token)
             typer.echo(f"fetched {fetch / name}")
     if str(final.get("state")) != "finished":
         raise typer.Exit(1)

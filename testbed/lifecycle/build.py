@@ -42,7 +42,7 @@ from testbed.profiles import budget_for, calibrate, get_profile, profile_from_ma
 from testbed.scenario.model import Scenario
 from testbed.sysrun import Runner
 from testbed.timeline.model import Timeline
-from testbed.workloads.pool import write_token
+from testbed.workloads.pool import TOKEN_FILE, write_token
 
 
 class NetworkBuilder:
@@ -109,7 +109,8 @@ class NetworkBuilder:
             self.controller = ControllerProcess(
                 of_port=of_port, api_port=free_tcp_port(),
                 log_path=run_dir.logs / "controller.log",
-                state_path=run_dir.path / "controller-state.json")
+                state_path=run_dir.path / "controller-state.json",
+                token_file=run_dir.path / TOKEN_FILE)  # the agents' token: one per run
             self.controller.start()
             if self.controller.pid is None:
                 raise TestbedError("the SDN controller did not report its pid")
@@ -140,7 +141,8 @@ class NetworkBuilder:
             static_routing.setup()
             routing = static_routing
         else:
-            routing = ControllerRoutes(self.controller.endpoint, timeout_s=120.0)
+            routing = ControllerRoutes(self.controller.endpoint, timeout_s=120.0,
+                                       token=self.controller.token)
         # The first routes synchronously: the network carries traffic when `up` returns.
         routing.apply(snapshot_from_state(plan, capture_topology(book, frozenset()), 1,
                                           label="initial"))

@@ -275,8 +275,9 @@ class Network:
             self.ledger.record("process", "controller",
                                **process_entry_details(self.controller.pid))
             generation, make = self._next_snapshot("after controller restart")
-            push_snapshot(self.controller.endpoint, make())
-            wait_applied(self.controller.endpoint, generation, timeout_s=60.0)
+            token = self.controller.token
+            push_snapshot(self.controller.endpoint, make(), token=token)
+            wait_applied(self.controller.endpoint, generation, timeout_s=60.0, token=token)
             return time.monotonic() - t0
 
     def route_table(self) -> dict[str, object]:
@@ -285,7 +286,8 @@ class Network:
             return {"generation": self.static_routing.generation,
                     "routes": self.static_routing.routes()}
         assert self.controller is not None
-        return get_routes(self.controller.endpoint).model_dump(mode="json")
+        return get_routes(self.controller.endpoint,
+                          token=self.controller.token).model_dump(mode="json")
 
     def counters(self) -> dict[str, dict[str, object]]:
         with self.lock:

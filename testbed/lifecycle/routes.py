@@ -39,13 +39,16 @@ class ControllerRoutes:
 
     endpoint: str
     timeout_s: float = 30.0
+    token: str | None = None
+    """The run's token: the controller's API refuses calls without it."""
 
     def apply(self, snapshot: Snapshot) -> None:
         try:
-            push_snapshot(self.endpoint, snapshot)
+            push_snapshot(self.endpoint, snapshot, token=self.token)
         except StaleGenerationError:
             return  # a newer generation is in place already (pushed after a restart)
-        wait_applied(self.endpoint, snapshot.generation, timeout_s=self.timeout_s)
+        wait_applied(self.endpoint, snapshot.generation, timeout_s=self.timeout_s,
+                     token=self.token)
 
 
 @dataclass

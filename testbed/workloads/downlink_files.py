@@ -218,7 +218,15 @@ class DownlinkFiles(OrchestratorWorkload):
         return self._stop()
 
     def _stop_job(self, node: str) -> dict[str, Any]:
-        return client.cancel_job(self.addr(node), self.jobs[node], token=self.token)
+        """Stop the node's job (a satellite's may have ended by itself) and read its results
+        without events."""
+        addr, job_id = self.addr(node), self.jobs[node]
+        try:
+            client.cancel_job(addr, job_id, token=self.token)
+        except client.AgentApiError as exc:
+            if exc.status != 409:  # 409: it had ended already
+                raise
+        return client.job_results(addr, job_id, events=False, token=self.token)
 
     def _stop(self) -> dict[str, Any]:
         plan = self.net.plan

@@ -25,7 +25,7 @@ from testbed.lifecycle.faults import DROP_KEYS, shaper_delta
 from testbed.lifecycle.session import Prepared, hold, prepare, summarize
 from testbed.sysrun import process_state
 from testbed.workloads.downlink_files import fault_losses, sender_tallies
-from testbed.workloads.pool import AGENT_PORT
+from testbed.workloads.pool import AGENT_PORT, read_token
 from testbed.workloads.registry import workload_for
 
 DOWNLINK_MBPS = 10
@@ -67,10 +67,14 @@ def _agent(nodes: dict[str, dict[str, Any]], name: str) -> str:
     return f"{nodes[name]['mgmt_ip']}:{AGENT_PORT}"
 
 
-def _received(nodes: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Files the ground station verified so far, per sender."""
+def _received(nodes: dict[str, dict[str, Any]], token: str) -> dict[str, int]:
+    """Files the ground station verified so far, per sender (its newest job's summary)."""
     try:
-        res = client.results(_agent(nodes, "gs"), events=False)
+        addr = _agent(nodes, "gs")
+        listed = client.jobs(addr, token=token)
+        if not listed:
+            return {}
+        res = client.job_results(addr, str(listed[-1]["id"]), events=False, token=token)
     except NodeError:
         return {}
     senders = (res.get("summary") or {}).get("senders", {})  # type: ignore[union-attr]
@@ -105,11 +109,12 @@ def _kill_and_restart(prep: Prepared, checks: dict[str, Any]) -> None:
     sock = prep.run_dir.path / "control.sock"
     try:
         nodes = _nodes(prep)
+        token = read_token(prep.run_dir.path)
         gs_ip = nodes["gs"]["data_ip"]
         serving = _serving(request(sock, {"op": "status"}))
         # a sender with files delivered that is not the serving satellite (which would cut
         # everyone off the ground station)
-        got = _wait(lambda: {s: n for s, n in _received(nodes).items()
+        got = _wait(lambda: {s: n for s, n in _received(nodes, token).items()
                              if n >= 1 and s != serving}, 40, "deliveries from a satellite")
         victim = max(got, key=lambda s: got[s])
         checks["victim"] = victim
@@ -131,9 +136,9 @@ def _kill_and_restart(prep: Prepared, checks: dict[str, Any]) -> None:
         checks["victim_links_after"] = {n: v["up"] for n, v in live["links"].items()
                                         if victim in n.split("--")}
         checks["paths_after"] = _paths_to_gs(live, gs_ip)
-        checks["received_at_restart"] = _received(nodes).get(victim, 0)
+        checks["received_at_restart"] = _received(nodes, token).get(victim, 0)
         checks["received_again"] = _wait(
-            lambda: _received(nodes).get(victim, 0) > checks["received_at_restart"], 20,
+            lambda: _received(nodes, token).get(victim, 0) > checks["received_at_restart"], 20,
             "a delivery from the restarted satellite")
     except BaseException as exc:  # noqa: BLE001 - reported by the test in the main thread
         checks["error"] = exc
@@ -218,7 +223,8 @@ def _cut(prep: Prepared, checks: dict[str, Any]) -> None:
     sock = prep.run_dir.path / "control.sock"
     try:
         nodes = _nodes(prep)
-        _wait(lambda: sum(_received(nodes).values()) >= 3, 40, "deliveries")
+        token = read_token(prep.run_dir.path)
+        _wait(lambda: sum(_received(nodes, token).values()) >= 3, 40, "deliveries")
         serving = _serving(request(sock, {"op": "status"}))
         checks["serving"] = serving
         checks["reply"] = request(sock, {"op": "cut-link", "a": "gs", "b": serving,
@@ -226,7 +232,7 @@ def _cut(prep: Prepared, checks: dict[str, Any]) -> None:
         checks["during"] = request(sock, {"op": "status"})["links"]
         _wait(lambda: request(sock, {"op": "status"})["links"][checks["reply"]["link"]]["up"],
               CUT_FOR_S + 10, "the link restored")
-        checks["received_after"] = _received(nodes)
+        checks["received_after"] = _received(nodes, token)
         checks["controller"] = request(sock, {"op": "restart-controller"})
     except BaseException as exc:  # noqa: BLE001 - reported by the test in the main thread
         checks["error"] = exc
