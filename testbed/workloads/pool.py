@@ -145,10 +145,17 @@ class AgentPool:
         map_nodes(lambda n: client.push_context(self.addr(n), dict(context(n)),
                                                 token=self.token), self.running())
 
-    def forget(self, node: str) -> None:
-        """The node's agent is gone (killed with its node): the next `ensure` starts it."""
+    def forget(self, node: str, reap_timeout_s: float = 5.0) -> None:
+        """The node's agent is gone (killed with its node): reap a local child (no zombie is
+        left), and let the next `ensure` start it again."""
         with self._lock:
-            self.procs.pop(node, None)
+            proc = self.procs.pop(node, None)
+        if proc is not None and proc.popen is not None:
+            try:
+                proc.popen.wait(timeout=reap_timeout_s)
+            except subprocess.TimeoutExpired:
+                raise AgentError(f"node {node}: agent pid {proc.pid} still runs "
+                                 f"{reap_timeout_s} s after its node was killed") from None
 
     # --- calls -----------------------------------------------------------------------------------
 

@@ -40,7 +40,8 @@ def _scenario(small_scenario, source: Path, duration_s: float) -> Path:
     text = path.read_text().replace("downlink: {rate_mbps: 50", f"downlink: {{rate_mbps: "
                                                                   f"{DOWNLINK_MBPS}")
     # the scenario's default restart delay; the tests' kill-node --restart-after overrides it
-    text += "nodes: {satellite: {profile: jetson-agx-xavier, restart_after_s: 300}}\n"
+    text = text.replace("nodes: {agents: on-demand}", "nodes: {agents: on-demand, satellite: "
+                        "{profile: jetson-agx-xavier, restart_after_s: 300}}")
     text += ("workload:\n  kind: downlink-files\n"
              f"  options: {{source: \"{source}\", io_timeout_s: 2.0, backoff_max_s: 1.0}}\n")
     path.write_text(text)
