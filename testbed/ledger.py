@@ -37,6 +37,8 @@ from testbed.sysrun import (
 
 KINDS = (
     "netns", "link", "ovs-bridge", "ovs-port", "qdisc", "cgroup", "process", "file", "dir",
+    # testbed.backends.libvirt registers the undo of these three
+    "daemon", "libvirt-domain", "guest-process",
 )
 
 Status = Literal["removed", "absent", "failed"]
