@@ -112,6 +112,7 @@ class DomainSpec:
     console_log: Path
     cpu_quota_cores: float | None = None
     cmdline: str = KERNEL_CMDLINE
+    tcg_cache_mib: int = 128
 
     def __post_init__(self) -> None:
         if self.vcpus < 1:
@@ -145,6 +146,8 @@ def domain_xml(spec: DomainSpec) -> str:
         cputune = (f"  <cputune><period>{period_us}</period><quota>{quota_us}</quota>"
                    "</cputune>\n")
     cpu = "  <cpu mode='host-passthrough'/>\n" if spec.accel == "kvm" else ""
+    tcg = "" if spec.accel == "kvm" else (  # QEMU's default translation cache is 1 GiB
+        f"<tcg><tb-cache unit='MiB'>{spec.tcg_cache_mib}</tb-cache></tcg>")
     no_offload = ("<driver name='qemu'><host csum='off' gso='off' tso4='off' tso6='off' "
                   "ecn='off' ufo='off'/><guest csum='off' tso4='off' tso6='off' ecn='off' "
                   "ufo='off'/></driver>")
@@ -161,7 +164,7 @@ def domain_xml(spec: DomainSpec) -> str:
         f"    <initrd>{_text(str(spec.initramfs))}</initrd>\n"
         f"    <cmdline>{_text(spec.cmdline)}</cmdline>\n"
         "  </os>\n"
-        "  <features><acpi/></features>\n"
+        f"  <features><acpi/>{tcg}</features>\n"
         f"{cpu}"
         "  <clock offset='utc'/>\n"
         "  <on_poweroff>destroy</on_poweroff>\n"

@@ -41,9 +41,8 @@ def cache_dir() -> Path:
     return Path(env) if env else REPO_ROOT / "runs" / ".cache"
 
 
-@pytest.fixture(scope="session")
-def guest_image(ovs_daemon: Runner):  # noqa: ANN201 - GuestImage, imported after the skips
-    """The cached guest image; skips naming what is missing."""
+def built_image():  # noqa: ANN201 - GuestImage, imported after the skips
+    """The cached guest image (built on first use); skips naming what is missing."""
     pytest.importorskip("libvirt", reason="libvirt-python not installed (pip install "
                                           "'leo-testbed[lab]')")
     for binary in ("qemu-system-x86_64", "ssh", "ssh-keygen", "debootstrap", "depmod"):
@@ -60,6 +59,11 @@ def guest_image(ovs_daemon: Runner):  # noqa: ANN201 - GuestImage, imported afte
         if "unreachable" in str(exc):
             pytest.skip(f"guest image cannot be built here: {exc}")
         raise
+
+
+@pytest.fixture(scope="session")
+def guest_image(ovs_daemon: Runner):  # noqa: ANN201
+    return built_image()
 
 
 def leftovers(prefix: str, ssh_key: str | None = None) -> dict[str, list[str]]:
