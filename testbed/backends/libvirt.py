@@ -74,7 +74,7 @@ from testbed.ledger import (
     undoes,
 )
 from testbed.paths import REPO_ROOT
-from testbed.sysrun import CommandError, Completed, Runner, process_alive
+from testbed.sysrun import CommandError, Completed, Runner
 
 DEFAULT_URI = "qemu:///system"
 GIB = 1 << 30
@@ -620,8 +620,3 @@ def _write_sysctl(key: str, value: str) -> None:
     if path.exists():
         path.write_text(value)
 
-
-def guest_processes_alive(entries: Sequence[Entry]) -> list[Entry]:
-    """Local ssh clients from `entries` that still run (for tests and status)."""
-    return [e for e in entries if e.kind == "process"
-            and process_alive(int(e.details["pid"]), int(e.details["start_ticks"]))]
