@@ -36,6 +36,7 @@ from testbed.backends.base import (
     NodeBackendError,
     NodeProcess,
 )
+from testbed.backends.libvirt_cpio import Member
 from testbed.backends.libvirt_daemon import (
     ensure_libvirt,
     is_local,
@@ -81,7 +82,7 @@ GIB = 1 << 30
 QEMU_PIDFILE_DIR = "/run/libvirt/qemu"
 SSH_PORT = 22
 _OPTION_KEYS = {"libvirt_uri", "accel", "max_vcpus", "max_memory_bytes", "memory_bytes",
-                "boot_timeout_s", "agents", "image"}
+                "boot_timeout_s", "agents"}
 
 
 def _stderr_progress(msg: str) -> None:
@@ -118,12 +119,15 @@ class LibvirtBackend:
         memory_bytes: int = GIB,
         boot_timeout_s: float = 180.0,
         agents: Mapping[str, Sequence[str]] | None = None,
+        guest_files: Mapping[str, Mapping[str, bytes]] | None = None,
         image: GuestImage | None = None,
         recipe: Recipe | None = None,
         progress: Progress = _stderr_progress,
     ) -> None:
         """`agents`: node -> agent argv that the guest's /init starts at every boot (so a
-        revived node runs its agent again); `memory_bytes`: guest RAM without a budget;
+        revived node runs its agent again); `guest_files`: node -> {guest path: bytes} added to
+        its boot archive (e.g. the agent's token file, mode 0600); `memory_bytes`: guest RAM
+        without a budget;
         `max_vcpus`/`max_memory_bytes` cap budgets (TCG default: 1 vCPU, 1 GiB)."""
         self.runner = runner
         self.ledger = ledger
@@ -139,6 +143,7 @@ class LibvirtBackend:
         self.memory_bytes = memory_bytes
         self.boot_timeout_s = boot_timeout_s
         self.agents = {k: list(v) for k, v in (agents or {}).items()}
+        self.guest_files = {k: dict(v) for k, v in (guest_files or {}).items()}
         self.image = image
         self.recipe = recipe
         self.work_dir = self.run_dir / "libvirt"
@@ -254,8 +259,11 @@ class LibvirtBackend:
         config = GuestConfig.for_node(n, self.plan.neighbours(), self.image.modules,
                                       self.agents.get(n.name))
         initramfs = self.work_dir / f"{n.name}.initramfs"
+        extra = [Member(path.lstrip("/"), 0o600, data)
+                 for path, data in self.guest_files.get(n.name, {}).items()]
         write_node_initramfs(self.image.initramfs_path, initramfs,
-                             node_members(config, self.keys, host_key, [REPO_ROOT / "nodes"]))
+                             node_members(config, self.keys, host_key, [REPO_ROOT / "nodes"],
+                                          extra))
         tcg = self._accel().accel == "qemu"
         max_vcpus = self._max_vcpus if self._max_vcpus is not None else (1 if tcg else 64)
         max_memory = self._max_memory_bytes if self._max_memory_bytes is not None else (
@@ -521,11 +529,20 @@ class LibvirtBackend:
 def _undo_domains(u: Undoer, batch: Sequence[Entry]) -> list[Outcome]:
     """Destroy each transient domain through libvirt; when libvirt cannot be asked, kill the
     qemu process named by libvirt's pid file (checked against the domain name)."""
+    by_uri: dict[str, list[Entry]] = {}
+    for e in batch:
+        by_uri.setdefault(str(e.details.get("uri", DEFAULT_URI)), []).append(e)
+    out: list[Outcome] = []
+    for uri, entries in by_uri.items():
+        out += _undo_domains_at(uri, entries)
+    return out
+
+
+def _undo_domains_at(uri: str, batch: Sequence[Entry]) -> list[Outcome]:
     out: list[Outcome] = []
     conn = None
     try:
         libvirt = libvirt_module()
-        uri = str(batch[0].details.get("uri", DEFAULT_URI)) if batch else DEFAULT_URI
         conn = libvirt.open(uri)
     except Exception:  # noqa: BLE001 - no libvirt: the pid-file path below still works
         conn = None

@@ -127,8 +127,9 @@ def _keygen(path: Path, comment: str) -> None:
 
 
 def node_members(config: GuestConfig, keys: SshKeys, host_key: Path,
-                 code_dirs: Sequence[Path]) -> list[Member]:
-    """The per-node archive's members: node.env, authorized key, host key, agent code."""
+                 code_dirs: Sequence[Path], extra: Sequence[Member] = ()) -> list[Member]:
+    """The per-node archive's members: node.env, authorized key, host key, agent code and
+    `extra` files (e.g. a token)."""
     members = [
         Member("etc/testbed/node.env", 0o644, config.env_text().encode()),
         Member("root/.ssh", 0o700),
@@ -150,7 +151,7 @@ def node_members(config: GuestConfig, keys: SshKeys, host_key: Path,
                 members.append(Member(name, 0o755))
             elif path.is_file():
                 members.append(Member(name, 0o644, path.read_bytes()))
-    return members_with_parents(members)
+    return members_with_parents([*members, *extra])
 
 
 def write_node_initramfs(base: Path, out: Path, members: Sequence[Member]) -> int:

@@ -125,7 +125,7 @@ def vm_net(guest_image, ovs_daemon: Runner, tmp_path_factory: pytest.TempPathFac
                   "--data-ip", plan.node(n).data_ip,
                   "--results", "/var/lib/testbed/run/results"] for n in ("sat0", "sat1")}
     vms = LibvirtBackend(runner, ledger, plan, run_dir, cache_dir(), image=guest_image,
-                         agents=agents)
+                         agents=agents, guest_files={"sat0": {"/etc/testbed/token": b"s3cret\n"}})
     gs = NetnsBackend(runner, ledger, plan)
     try:
         fabric.create_bridges(plan.nodes)
@@ -175,6 +175,9 @@ def test_exec_ping_between_vms(vm_net: VmNet) -> None:
     print(f"sat0 -> sat1: RTT {_rtt_ms(done.stdout):.2f} ms")
     hostname = vm_net.vms.exec("sat1", ["cat", "/proc/sys/kernel/hostname"]).stdout.strip()
     assert hostname == "sat1"
+    token = vm_net.vms.exec("sat0", ["sh", "-c", "stat -c %a /etc/testbed/token; "
+                                                 "cat /etc/testbed/token"]).stdout
+    assert token == "600\ns3cret\n"
 
 
 def _health(ip: str, timeout_s: float = 60.0) -> dict:

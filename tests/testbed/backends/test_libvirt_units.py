@@ -193,3 +193,28 @@ def test_apt_mirror_reads_deb822_and_one_line(tmp_path: Path) -> None:
     none.write_text("deb https://packages.example/apt stable main\n")
     with pytest.raises(ImageBuildError, match="no Debian mirror"):
         apt_mirror([none])
+
+
+def test_from_context_rejects_unknown_options_and_maps_paths(tmp_path: Path) -> None:
+    from testbed.backends.base import BackendContext, NodeBackend, create_backend
+    from testbed.backends.libvirt import LibvirtBackend
+    from testbed.ledger import Ledger
+    from testbed.sysrun import Runner
+
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    ctx = BackendContext(Runner(), ledger, _plan(), tmp_path / "run", tmp_path / "cache",
+                         options={"kind": "libvirt", "accel": "qemu", "memroy_bytes": 1})
+    with pytest.raises(InputError, match="unknown option.*memroy_bytes.*choose:.*memory_bytes"):
+        LibvirtBackend.from_context(ctx)
+    ctx = BackendContext(Runner(), ledger, _plan(), tmp_path / "run", tmp_path / "cache",
+                         options={"kind": "libvirt", "accel": "qemu", "max_vcpus": 2})
+    vms = create_backend("libvirt", ctx)  # the registry's path; checks the protocol
+    assert isinstance(vms, LibvirtBackend) and isinstance(vms, NodeBackend)
+    assert (vms.kind, vms.data_port, vms.accel_option) == ("libvirt", "backend", "qemu")
+    assert vms.node_path("sat0", tmp_path / "run" / "results" / "a") == \
+        "/var/lib/testbed/run/results/a"
+    with pytest.raises(InputError, match="outside the run directory"):
+        vms.node_path("sat0", tmp_path / "elsewhere")
+    assert vms.python("sat0") == "python3"
+    assert vms.domain_name(_plan().node("sat1")) == "tu1-vm1"
+    ledger.close()
