@@ -333,7 +333,14 @@ class LibvirtBackend:
             raise NodeBackendError(f"{what}: {exc}") from exc
 
     def _start(self, conn: Any, guest: _Guest) -> None:
+        """Start the transient domain; one that already runs (a re-run of create_nodes after
+        a partial up) is left alone."""
         libvirt = libvirt_module()
+        try:
+            if conn.lookupByName(guest.domain).isActive():
+                return
+        except libvirt.libvirtError:
+            pass  # not defined: start it
         guest.console_log.unlink(missing_ok=True)
         try:
             conn.createXML(guest.xml, 0)

@@ -180,6 +180,16 @@ def test_exec_ping_between_vms(vm_net: VmNet) -> None:
     assert token == "600\ns3cret\n"
 
 
+def test_create_nodes_again_keeps_running_guests(vm_net: VmNet) -> None:
+    """A second create_nodes (re-running a partial up) starts nothing new."""
+    before = {n: vm_net.vms.exec(n, ["cat", "/proc/uptime"]).stdout.split()[0]
+              for n in ("sat0", "sat1")}
+    vm_net.vms.create_nodes([vm_net.plan.node("sat0"), vm_net.plan.node("sat1")])
+    for n, up in before.items():
+        now = float(vm_net.vms.exec(n, ["cat", "/proc/uptime"]).stdout.split()[0])
+        assert now > float(up)  # same boot: uptime kept growing
+
+
 def _health(ip: str, timeout_s: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
