@@ -179,6 +179,22 @@ class Ledger:
 
 UndoFn = Callable[["Undoer", Sequence[Entry]], list[Outcome]]
 UNDO: dict[str, UndoFn] = {}
+UNDO_MODULES: dict[str, str] = {
+    "daemon": "testbed.backends.libvirt_daemon",
+    "libvirt-domain": "testbed.backends.libvirt",
+    "guest-process": "testbed.backends.libvirt",
+}
+"""Kinds whose undo is registered beside the code that creates them, in a module imported on
+first need (so `down` in a fresh process, after a crash, finds them)."""
+
+
+def undo_for(kind: str) -> UndoFn | None:
+    """The undo function of `kind`, importing the module that registers it if needed."""
+    if kind not in UNDO and kind in UNDO_MODULES:
+        import importlib
+
+        importlib.import_module(UNDO_MODULES[kind])
+    return UNDO.get(kind)
 
 
 def undoes(kind: str) -> Callable[[UndoFn], UndoFn]:
@@ -208,7 +224,7 @@ def teardown(
     t0 = time.monotonic()
     items = entries.entries() if isinstance(entries, Ledger) else list(entries)
     for e in items:
-        if e.kind not in UNDO:
+        if undo_for(e.kind) is None:
             raise LedgerError(f"ledger entry {e.name!r}: unknown kind {e.kind!r}; choose: "
                               + ", ".join(KINDS))
     undoer = undoer or Undoer(runner)

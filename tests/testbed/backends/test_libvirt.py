@@ -256,18 +256,25 @@ CHILD = textwrap.dedent("""
 """)
 
 
+DOWN = textwrap.dedent("""
+    import json, sys
+    from testbed.ledger import Ledger, teardown
+    from testbed.sysrun import Runner
+    with Ledger(sys.argv[1]) as ledger:
+        r = teardown(ledger, Runner())
+    print(json.dumps({"removed": sorted({e.kind for e in r.removed}),
+                      "failed": [f"{e.kind} {e.name}: {err}" for e, err in r.failed]}))
+""")
+
+
 def test_teardown_after_sigkill_of_creator(guest_image, ovs_daemon: Runner,
                                            unique_prefix: str, tmp_path: Path) -> None:
     """A child starts a VM and is SIGKILLed while the guest boots; teardown from its ledger
     leaves no domain, tap or qemu process."""
-    import testbed.backends.libvirt  # noqa: F401 - registers the undo of its ledger kinds,
-    # as `testbed down` must in a fresh process
-
     mgmt = f"172.{random.randint(16, 29)}.{random.randint(0, 255)}.0/24"
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, unique_prefix, str(tmp_path), str(guest_image.directory),
          mgmt], cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-    ledger = Ledger(tmp_path / "ledger.jsonl")
     try:
         deadline = time.monotonic() + 120
         console = tmp_path / "libvirt" / "sat0.console.log"
@@ -281,10 +288,13 @@ def test_teardown_after_sigkill_of_creator(guest_image, ovs_daemon: Runner,
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
-        report = teardown(ledger, Runner())
-        ledger.close()
+        down = subprocess.run(  # a fresh process, as `testbed down` after a crash
+            [sys.executable, "-c", DOWN, str(tmp_path / "ledger.jsonl")], cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
+            timeout=120)
     left = leftovers(unique_prefix)
-    assert report.ok, report.summary()
+    assert down.returncode == 0, down.stdout + down.stderr
+    result = json.loads(down.stdout)
+    assert result["failed"] == [], result
     assert not any(left.values()), left
-    kinds = {e.kind for e in report.removed}
-    assert {"libvirt-domain", "link", "ovs-bridge"} <= kinds
+    assert {"libvirt-domain", "link", "ovs-bridge"} <= set(result["removed"])
