@@ -218,3 +218,23 @@ def test_from_context_rejects_unknown_options_and_maps_paths(tmp_path: Path) -> 
     assert vms.python("sat0") == "python3"
     assert vms.domain_name(_plan().node("sat1")) == "tu1-vm1"
     ledger.close()
+
+
+def test_unreachable_mirror_is_a_clear_error() -> None:
+    from testbed.backends.libvirt_image import check_mirror
+
+    with pytest.raises(ImageBuildError, match=r"mirror http://127.0.0.1:9/debian/ unreachable"):
+        check_mirror("http://127.0.0.1:9/debian/", "bookworm", timeout_s=5)
+
+
+def test_missing_debootstrap_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from testbed.backends.libvirt_image import build_image
+    from testbed.errors import SystemRequirementError
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: build_image refuses to run without it before looking further")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no binaries at all
+    with pytest.raises(SystemRequirementError, match="'debootstrap' not found"):
+        build_image(tmp_path / "cache")
