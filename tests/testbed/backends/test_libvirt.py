@@ -155,7 +155,14 @@ def _rtt_ms(ping_output: str) -> float:
 
 
 def test_ping_ground_to_both_satellites(vm_net: VmNet) -> None:
-    """gs (namespace) -> sat0 (one OVS hop) and -> sat1 (through sat0's bridge)."""
+    """gs (namespace) -> sat0 (one OVS hop) and -> sat1 (through sat0's bridge); each VM's
+    tap is its bridge's OpenFlow port 1, as the controller expects."""
+    for sat in ("sat0", "sat1"):
+        n = vm_net.plan.node(sat)
+        ofport = vm_net.runner.run(["ovs-vsctl", "get", "interface", n.data_ifname, "ofport"])
+        assert ofport.stdout.strip() == "1"
+        assert vm_net.runner.run(["ovs-vsctl", "port-to-br", n.data_ifname]).stdout.strip() \
+            == n.bridge
     for sat in ("sat0", "sat1"):
         ip = vm_net.plan.node(sat).data_ip
         done = vm_net.gs.exec("gs", ["ping", "-c", "5", "-i", "0.2", "-W", "5", ip],
