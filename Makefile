@@ -5,7 +5,7 @@ PY       := $(VENV)/bin/python
 SCENARIO ?= experiments/spaceverse-shanghai.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run test bench lint clean vm-image
 
 setup:
 	@bash scripts/setup.sh
@@ -18,6 +18,11 @@ test: setup
 
 bench: setup
 	$(PY) -m pytest -m bench -p no:randomly -s $(PYTEST_ARGS) tests
+
+# The satellite guest image for the libvirt backend (Debian packages, cached by recipe hash
+# under runs/.cache/vm-images or $TESTBED_CACHE; about 2 min the first time, root).
+vm-image:
+	$(PY) vm_images/build_image.py
 
 lint: setup
 	$(PY) -m ruff check testbed netem controller nodes tests

@@ -26,6 +26,12 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Debian's udev rule makes /dev/kvm group kvm, mode 0660; containers often leave it root-only,
+# which makes libvirt re-probe QEMU at every domain start (about 40 s each).
+if [ -c /dev/kvm ] && getent group kvm >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+  chgrp kvm /dev/kvm && chmod 0660 /dev/kvm || true
+fi
+
 STAMP=.venv/.setup-stamp
 if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ] && [ "$STAMP" -nt scripts/setup.sh ]; then
   exit 0

@@ -39,8 +39,9 @@ UNDO_PROVIDERS: list[str] = [
     "testbed.fabric.netlink",   # netns, link, qdisc
     "testbed.fabric.ovs",       # ovs-bridge, ovs-port
     "testbed.cgroups",          # cgroup
-    "testbed.backends.libvirt_undo",
-    "testbed.backends.remote_undo",
+    "testbed.backends.libvirt",         # libvirt-domain, guest-process
+    "testbed.backends.libvirt_daemon",  # daemon
+    "testbed.backends.remote_undo",     # remote-process, remote-dir, remote-addr
 ]
 """Modules that register undo functions for their own kinds (`@undoes`), imported before the
 ledger checks a kind or tears down. The ledger itself owns `process`, `file` and `dir`. A module

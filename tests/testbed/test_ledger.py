@@ -36,6 +36,8 @@ def test_kinds_are_registered_by_the_modules_that_create_them() -> None:
     assert owners["ovs-port"] == "testbed.fabric.ovs"
     assert owners["cgroup"] == "testbed.cgroups"
     assert owners["remote-process"] == "testbed.backends.remote_undo"
+    assert owners["libvirt-domain"] == "testbed.backends.libvirt"
+    assert owners["daemon"] == "testbed.backends.libvirt_daemon"
     assert {k for k, m in owners.items() if m == ledger_module.__name__} == {
         "process", "file", "dir"}
 
