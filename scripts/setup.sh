@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openvswitch-switch prometheus iperf3 ethtool iputils-ping iproute2 procps kmod
   qemu-system-x86 libvirt-daemon-system libvirt-dev pkg-config debootstrap openssh-server
-  openssh-client)
+  openssh-client chromium)
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
