@@ -99,10 +99,13 @@ class PrometheusObserver(RunObserver):
 
 
 def observability_observers(prep: Any, *, host: str = "127.0.0.1", port: int = 0,
-                            prometheus_binary: str = "prometheus",
-                            start: bool = True) -> list[RunObserver]:
-    """The exporter and, unless `backend.prometheus: none`, the Prometheus observer, in the
-    order `hold()` must call them (the exporter's last sample before Prometheus stops).
+                            prometheus_binary: str = "prometheus", start: bool = True,
+                            grafana_url: str | None = None,
+                            grafana_token_file: Path | None = None) -> list[RunObserver]:
+    """The exporter, the annotations (to Grafana at `grafana_url` with the token in
+    `grafana_token_file`, else `<run_dir>/annotations.jsonl`) and, unless
+    `backend.prometheus: none`, the Prometheus observer, in the order `hold()` must call them
+    (the exporter's last sample before Prometheus stops).
 
     `start`: start the exporter's endpoint and the run's Prometheus now (targets from the
     run's address plan, the server recorded in the run's ledger), so its first scrape happens
@@ -112,9 +115,18 @@ def observability_observers(prep: Any, *, host: str = "127.0.0.1", port: int = 0
     """
     from testbed.ledger import Ledger
     from testbed.lifecycle.network import build_plan, run_prefix
+    from testbed.observability.annotations import AnnotationsObserver
+    from testbed.observability.dashboards import dashboard_uid, grafana_api
 
     exporter = OrchestratorExporter.for_run(prep, host=host, port=port)
-    out: list[RunObserver] = [exporter]
+    grafana = None
+    if grafana_url is not None:
+        if grafana_token_file is None:
+            raise ObservabilityError(f"Grafana at {grafana_url}: no token file given, "
+                                     "expected grafana_token_file")
+        grafana = grafana_api(grafana_url, grafana_token_file)
+    out: list[RunObserver] = [exporter, AnnotationsObserver.for_run(
+        prep, grafana=grafana, dashboard_uid=dashboard_uid(prep.scenario.name))]
     spec = prep.scenario.backend
     if spec.prometheus == "none":
         return out
