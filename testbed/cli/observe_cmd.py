@@ -79,3 +79,14 @@ def register(app: typer.Typer) -> None:
             pass
         finally:
             server.stop()
+
+    @app.command("report")
+    def report_cmd(
+        run_dir: Path = typer.Argument(..., help="A finished run's directory."),
+        out: Path | None = typer.Option(None, "--out", help="Where to write the HTML "
+                                        "(default RUN_DIR/report.html)."),
+    ) -> None:
+        """Write the run's self-contained HTML report (plots embedded)."""
+        from testbed.observability.report import write_report
+
+        console.print(str(write_report(run_dir, out)), highlight=False, soft_wrap=True)

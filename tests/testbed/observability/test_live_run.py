@@ -13,7 +13,10 @@ import math
 import subprocess
 import threading
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,16 +68,33 @@ def _cut_serving_link(prep, checks: dict) -> None:
         checks["error"] = exc
 
 
-def test_every_panel_has_data_from_a_real_run(tmp_path: Path, unique_prefix: str) -> None:
+@dataclass
+class ObservedRun:
+    prep: Any
+    held: Any
+    observers: list[Any]
+    checks: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def observed_run(tmp_path_factory: pytest.TempPathFactory) -> ObservedRun:
+    """One short real run for every test of this module (it is the expensive part)."""
     require_root()
     require_binary("ovs-vsctl", "ip", "ethtool", "ping", "prometheus", "promtool")
-    prep = prepare(_scenario(tmp_path, unique_prefix))
+    prefix = "t" + uuid.uuid4().hex[:5]
+    prep = prepare(_scenario(tmp_path_factory.mktemp("observed"), prefix))
     observers = observability_observers(prep)
     checks: dict = {}
     injector = threading.Thread(target=_cut_serving_link, args=(prep, checks))
     injector.start()
     held = hold(prep, report=lambda m: None, observers=observers)
     injector.join(timeout=60)
+    return ObservedRun(prep, held, observers, checks)
+
+
+def test_every_panel_has_data_from_a_real_run(observed_run: ObservedRun) -> None:
+    prep, held, observers, checks = (observed_run.prep, observed_run.held,
+                                     observed_run.observers, observed_run.checks)
     assert "error" not in checks, checks.get("error")
     assert checks["ping"] == 0, "no ping over the serving ground link"
     assert held.teardown is not None and held.teardown.ok
@@ -128,3 +148,32 @@ def test_every_panel_has_data_from_a_real_run(tmp_path: Path, unique_prefix: str
     texts = [a["text"] for a in notes]
     assert texts[0].endswith("starts") and texts[-1].endswith("ends")
     assert any(t.startswith("cut-link") for t in texts)
+
+
+def test_report_renders_in_headless_chromium(observed_run: ObservedRun, tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    from testbed.cli.main import main
+
+    run_dir = observed_run.prep.run_dir.path
+    assert main(["report", str(run_dir)]) == 0
+    page = run_dir / "report.html"
+    text = page.read_text()
+    for title in ("Scenario and manifest", "Ground tracks and contacts",
+                  "Links: programmed vs achieved", "Event apply lateness", "Route changes",
+                  "Faults and what they lost", "Annotations"):
+        assert f"<h2>{title}" in text, title
+    assert text.count("data:image/png;base64,") >= 5
+    assert "cut-link" in text and "http://" not in text and "https://" not in text
+    require_binary("chromium")
+    shot = tmp_path / "report.png"
+    proc = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
+        capture_output=True, text=True, timeout=90, check=False)
+    assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
+    pixels = imread(shot)[..., :3]
+    assert pixels.shape[:2] == (2400, 1200)
+    dark = (pixels.mean(axis=2) < 0.5).mean()  # text, axes, bars
+    colours = len({tuple(p) for p in (pixels[::7, ::7] * 255).astype(int).reshape(-1, 3)})
+    assert dark > 0.005 and colours > 50, (dark, colours)  # not a blank or error page
