@@ -4,8 +4,10 @@ Prometheus (prometheus-client, its own registry, one HTTP endpoint).
 Owns turning the run's live objects (link book, shaper counters, route pusher, node cgroups,
 fault records, the clock's instants) into the families of `families.ORCHESTRATOR_FAMILIES`.
 Cheap on the clock's thread: `on_instant` only appends to a deque; one sampler thread (about
-once a second) reads everything else and swaps in a new snapshot that scrapes read. It never
-changes the network.
+once a second) reads everything else, swaps in a new snapshot and renders it once with
+prometheus-client's `generate_latest`; a scrape only sends those bytes (rendering 48,000
+samples of 1,000 nodes takes ~0.7 s here: on the scrape path it would hit a 1 s scrape timeout).
+It never changes the network.
 
 Example:
     exporter = OrchestratorExporter.for_run(prep)          # not started yet
@@ -19,10 +21,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -106,6 +109,26 @@ class _SnapshotCollector(Collector):
             yield m
 
 
+class _ExpositionHandler(BaseHTTPRequestHandler):
+    """GET /metrics: the exporter's last rendered exposition; anything else: 404."""
+
+    exporter: OrchestratorExporter
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        if self.path.split("?")[0] != "/metrics":
+            self.send_error(404, "only /metrics here")
+            return
+        body = self.exporter.exposition()
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+        return  # one line per scrape would flood the run's log
+
+
 class OrchestratorExporter(RunObserver):
     """Serves the run's metrics at http://host:port/metrics from `on_up` to `on_end`.
 
@@ -150,6 +173,7 @@ class OrchestratorExporter(RunObserver):
         self._route_outcomes: dict[str, int] = {"installed": 0, "superseded": 0, "error": 0}
         self._rates: dict[int, ProgramRate] = {}
         self._server: Any = None
+        self._exposition: bytes | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._sample_lock = threading.Lock()
@@ -182,13 +206,23 @@ class OrchestratorExporter(RunObserver):
         """Start the HTTP endpoint (idempotent); the sampler starts with `on_up`."""
         if self._server is not None:
             return
+        handler = type("Handler", (_ExpositionHandler,), {"exporter": self})
         try:
-            self._server, _ = start_http_server(self.port, addr=self.host,
-                                                registry=self.registry)
+            self._server = ThreadingHTTPServer((self.host, self.port), handler)
         except OSError as exc:
             raise ObservabilityError(f"metrics endpoint {self.host}:{self.port}: {exc}; "
                                      "expected a free port") from exc
-        self.port = int(self._server.server_port)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        threading.Thread(target=self._server.serve_forever, name="metrics-http",
+                         daemon=True).start()
+
+    def exposition(self) -> bytes:
+        """The text exposition of the newest snapshot (rendered by `sample`)."""
+        if self._exposition is None:
+            self.sample()
+        assert self._exposition is not None  # set by sample()
+        return self._exposition
 
     def close(self) -> None:
         """Stop sampling and serving (idempotent)."""
@@ -228,7 +262,9 @@ class OrchestratorExporter(RunObserver):
         self.close()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.period_s):
+        next_s = time.monotonic() + self.period_s
+        while not self._stop.wait(max(0.0, next_s - time.monotonic())):
+            next_s = max(next_s + self.period_s, time.monotonic())  # fixed rate, no backlog
             try:
                 self.sample()
             except (OSError, ValueError, RuntimeError, KeyError, ObservabilityError) as exc:
@@ -255,6 +291,7 @@ class OrchestratorExporter(RunObserver):
                     (self._install.buckets(), self._install.sum_s),
             }
             self.snapshot = _Snapshot(dict(samples), histograms)
+            self._exposition = generate_latest(self.registry)
             self.samples_taken += 1
 
     def _sample_clock(self, samples: Samples) -> None:
