@@ -136,6 +136,12 @@ def observability_observers(prep: Any, *, host: str = "127.0.0.1", port: int = 0
     out.append(prom)
     if start:
         plan = build_plan(prep.timeline, run_prefix(prep.scenario.name))
-        with Ledger(prep.run_dir.ledger) as ledger:  # closed before hold() opens it
-            prom.start(plan, ledger)
+        try:
+            with Ledger(prep.run_dir.ledger) as ledger:  # closed before hold() opens it
+                prom.start(plan, ledger)
+        except BaseException:
+            if prom.server is not None:
+                prom.server.stop()
+            exporter.close()
+            raise
     return out
