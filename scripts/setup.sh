@@ -33,6 +33,10 @@ fi
 echo "setup: creating the virtualenv in .venv"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev,ml,lab]'
+# grafana-client pulls in urllib3-future, whose wheel rewrites the urllib3 package at every
+# interpreter start (a .pth file); built from source with URLLIB3_NO_OVERRIDE=1 it installs
+# beside urllib3 and niquests uses it as urllib3_future
+URLLIB3_NO_OVERRIDE=1 .venv/bin/python -m pip install -q --no-binary urllib3-future \
+  -e '.[dev,ml,lab]'
 touch "$STAMP"
 echo "setup: done"
