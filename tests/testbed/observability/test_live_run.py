@@ -140,8 +140,13 @@ def test_every_panel_has_data_from_a_real_run(observed_run: ObservedRun) -> None
         assert 0 < sent <= shaper
         faults = review.query("leo_faults_total", last)
         assert {r["metric"]["fault"]: float(r["value"][1]) for r in faults}.get("cut-link") == 1
-        assert review.query('leo_node_cpu_budget_cores{node="gs"}', last) or \
-            review.query("leo_node_cpu_budget_cores", last)
+        gone = review.query('leo_fault_unreachable_seconds_total{fault="cut-link"}', last)
+        assert 3.0 <= float(gone[0]["value"][1]) < 8.0  # cut for 3 s, until routes are back
+        budgets = review.query("leo_node_cpu_budget_cores", last)
+        assert len(budgets) == 28 and all(float(b["value"][1]) > 0 for b in budgets)
+        alt = review.query("leo_satellite_altitude_meters", last)
+        assert len(alt) == 27  # a 550 km shell over the WGS84 ellipsoid (oblateness: +22 km)
+        assert all(545e3 < float(a["value"][1]) < 575e3 for a in alt)
     finally:
         review.stop()
     notes = read_annotations(prep.run_dir.path)
