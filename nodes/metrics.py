@@ -1,12 +1,17 @@
 """Thread-safe counters and gauges of one node, rendered in the Prometheus text format (0.0.4).
 
-Hand-written exposition so a node needs nothing beyond the standard library. The metric families
-are declared once here (`FAMILIES`); workloads only increment them.
+Hand-written exposition so a node needs nothing beyond the standard library (prometheus-client
+is not required on a board; the format is checked with `promtool check metrics`). The agent's
+families are declared once here (`FAMILIES`); a workload declares its own with `declare(...)`
+(name, type, help, labels, unit) and hands them to `Metrics(families=FAMILIES + its own)` or
+`Metrics.add_family(family)`; the orchestrator's dashboards read the same declarations to
+build one row per workload.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,32 +19,61 @@ from dataclasses import dataclass
 from nodes.errors import NodeError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+KINDS = ("counter", "gauge")
+_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 @dataclass(frozen=True)
 class Family:
-    """A metric family: `kind` is `counter` or `gauge`; `labels` are the per-sample label names."""
+    """A metric family: `kind` is `counter` or `gauge`; `labels` are the per-sample label names;
+    `unit` the base unit the name ends in ("" for a count)."""
 
     name: str
     kind: str
     help: str
     labels: tuple[str, ...] = ()
+    unit: str = ""
+
+
+def declare(name: str, kind: str, help: str, labels: tuple[str, ...] = (),
+            unit: str = "") -> Family:
+    """A validated family: Prometheus names, counters ending in `_total`, the unit in the name.
+
+    Example: `declare("leo_dlrc_tiles_sent_total", "counter", "Tiles downlinked.", ("peer",))`.
+    """
+    if not _NAME.match(name):
+        raise NodeError(f"metric name {name!r}, expected [a-zA-Z_:][a-zA-Z0-9_:]*")
+    if kind not in KINDS:
+        raise NodeError(f"metric {name}: kind {kind!r}, expected one of {', '.join(KINDS)}")
+    if kind == "counter" and not name.endswith("_total"):
+        raise NodeError(f"metric {name}: a counter, expected a name ending in _total")
+    if unit and not name.removesuffix("_total").endswith("_" + unit):
+        raise NodeError(f"metric {name}: unit {unit!r}, expected the name to end in _{unit}")
+    bad = [label for label in labels if not _LABEL.match(label) or label.startswith("__")]
+    if bad:
+        raise NodeError(f"metric {name}: label names {bad}, expected [a-zA-Z_][a-zA-Z0-9_]*")
+    if not help.strip():
+        raise NodeError(f"metric {name}: empty help, expected one sentence saying what it counts")
+    return Family(name, kind, help, tuple(labels), unit)
 
 
 FAMILIES: tuple[Family, ...] = (
     Family("leo_node_info", "gauge", "Always 1; labels say which node and role this is.",
            ("role",)),
-    Family("leo_node_uptime_seconds", "gauge", "Seconds since the node agent started."),
+    Family("leo_node_uptime_seconds", "gauge", "Seconds since the node agent started.",
+           unit="seconds"),
     Family("leo_node_workload_running", "gauge", "Jobs of this kind running now.",
            ("kind",)),
     Family("leo_node_bytes_sent_total", "counter",
-           "Payload bytes written to data sockets, failed attempts included.", ("peer",)),
+           "Payload bytes written to data sockets, failed attempts included.", ("peer",), "bytes"),
     Family("leo_node_bytes_received_total", "counter",
-           "Payload bytes read from data sockets, rejected and partial files included.", ("peer",)),
+           "Payload bytes read from data sockets, rejected and partial files included.",
+           ("peer",), "bytes"),
     Family("leo_node_files_delivered_total", "counter",
            "Files the peer acknowledged with a verified hash (sender side).", ("peer",)),
     Family("leo_node_bytes_delivered_total", "counter",
-           "Payload bytes of files the peer acknowledged (sender side).", ("peer",)),
+           "Payload bytes of files the peer acknowledged (sender side).", ("peer",), "bytes"),
     Family("leo_node_files_received_total", "counter",
            "Files received with a verified hash, duplicates excluded (receiver side).", ("peer",)),
     Family("leo_node_files_rejected_total", "counter",
@@ -76,6 +110,23 @@ class Metrics:
         self._families = {f.name: f for f in families}
         self._values: dict[str, dict[tuple[str, ...], float]] = {f.name: {} for f in families}
         self._lock = threading.Lock()
+
+    def add_family(self, family: Family) -> None:
+        """Declare one more family (a workload's); declaring the same family again is a no-op,
+        a different one under a taken name is an error."""
+        with self._lock:
+            known = self._families.get(family.name)
+            if known is not None and known != family:
+                raise NodeError(f"metric {family.name}: declared twice, differently "
+                                f"({known} and {family})")
+            if known is None:
+                self._families[family.name] = family
+                self._values[family.name] = {}
+
+    def families(self) -> tuple[Family, ...]:
+        """Every declared family, in declaration order."""
+        with self._lock:
+            return tuple(self._families.values())
 
     def _key(self, name: str, labels: Mapping[str, str]) -> tuple[str, ...]:
         family = self._families.get(name)
@@ -128,7 +179,8 @@ class Metrics:
         lines: list[str] = []
         with self._lock:
             snapshot = {name: dict(series) for name, series in self._values.items()}
-        for name, family in self._families.items():
+            families = dict(self._families)
+        for name, family in families.items():
             lines.append(f"# HELP {name} {family.help}")
             lines.append(f"# TYPE {name} {family.kind}")
             series = snapshot[name]

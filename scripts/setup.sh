@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openvswitch-switch prometheus iperf3 ethtool iputils-ping iproute2 procps kmod
   qemu-system-x86 libvirt-daemon-system libvirt-dev pkg-config debootstrap openssh-server
-  openssh-client)
+  openssh-client chromium)
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
@@ -39,6 +39,10 @@ fi
 echo "setup: creating the virtualenv in .venv"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev,ml,lab]'
+# grafana-client pulls in urllib3-future, whose wheel rewrites the urllib3 package at every
+# interpreter start (a .pth file); built from source with URLLIB3_NO_OVERRIDE=1 it installs
+# beside urllib3 and niquests uses it as urllib3_future
+URLLIB3_NO_OVERRIDE=1 .venv/bin/python -m pip install -q --no-binary urllib3-future \
+  -e '.[dev,ml,lab]'
 touch "$STAMP"
 echo "setup: done"

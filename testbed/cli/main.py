@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "testbed.cli.job_cmd",
     "testbed.cli.replay_cmd",
     "testbed.cli.verify_cmd",
+    "testbed.cli.observe_cmd",
 ]
 
 err_console = CliConsole(stderr=True)

@@ -227,6 +227,24 @@ class BackendSpec(Strict):
     ovs_datapath: Literal["netdev", "system"] = "netdev"
     routing: Literal["controller", "static"] = "controller"
     inventory: Path | None = Field(None, description="lab inventory (libvirt/remote backends)")
+    prometheus: Literal["run", "external", "none"] = Field(
+        "run", description="who stores the run's metrics: a Prometheus started per run (TSDB "
+        "in the run directory), the lab's server at `prometheus_url`, or none")
+    prometheus_url: str | None = Field(
+        None, description="base URL of the lab's Prometheus (with prometheus: external)")
+
+    @model_validator(mode="after")
+    def _prometheus_url(self) -> BackendSpec:
+        if self.prometheus == "external" and not self.prometheus_url:
+            raise ValueError("prometheus: external needs prometheus_url (the lab server's base "
+                             "URL, e.g. http://prometheus.lab:9090)")
+        if self.prometheus != "external" and self.prometheus_url is not None:
+            raise ValueError(f"prometheus_url is only read with prometheus: external, not "
+                             f"{self.prometheus!r}")
+        if self.prometheus_url is not None and not self.prometheus_url.startswith(
+                ("http://", "https://")):
+            raise ValueError(f"prometheus_url {self.prometheus_url!r}, expected http(s)://...")
+        return self
 
 
 class WorkloadSpec(Strict):

@@ -48,3 +48,41 @@ def test_misuse_is_loud() -> None:
         m.inc("leo_node_bytes_sent_total", 1, host="x")
     with pytest.raises(NodeError, match="expected >= 0"):
         m.inc("leo_node_bytes_sent_total", -1, peer="x")
+
+
+def test_declared_workload_family_renders_and_passes_promtool() -> None:
+    from nodes.metrics import FAMILIES, declare
+
+    tiles = declare("leo_dlrc_tiles_sent_total", "counter", "Tiles downlinked.", ("peer",))
+    latency = declare("leo_vlm_answer_seconds", "gauge", "Last answer's latency.", (),
+                      "seconds")
+    m = Metrics({"node": "sat1"}, families=FAMILIES + (tiles,))
+    m.add_family(latency)
+    m.add_family(latency)  # the same declaration twice is harmless
+    m.inc("leo_dlrc_tiles_sent_total", 3, peer="gs")
+    m.set("leo_vlm_answer_seconds", 0.25)
+    text = m.render()
+    assert 'leo_dlrc_tiles_sent_total{node="sat1",peer="gs"} 3\n' in text
+    assert 'leo_vlm_answer_seconds{node="sat1"} 0.25\n' in text
+    assert [f.name for f in m.families()][-2:] == ["leo_dlrc_tiles_sent_total",
+                                                     "leo_vlm_answer_seconds"]
+    if shutil.which("promtool") is not None:
+        proc = subprocess.run(["promtool", "check", "metrics"], input=text,
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_declare_rejects_unconventional_families() -> None:
+    from nodes.metrics import declare
+
+    with pytest.raises(NodeError, match="ending in _total"):
+        declare("leo_x_tiles", "counter", "Tiles.")
+    with pytest.raises(NodeError, match="expected the name to end in _seconds"):
+        declare("leo_x_latency", "gauge", "Latency.", unit="seconds")
+    with pytest.raises(NodeError, match="kind 'summary'"):
+        declare("leo_x_y", "summary", "Y.")
+    with pytest.raises(NodeError, match="label names"):
+        declare("leo_x_y", "gauge", "Y.", ("bad-label",))
+    m = Metrics()
+    with pytest.raises(NodeError, match="declared twice"):
+        m.add_family(declare("leo_node_uptime_seconds", "gauge", "Other help."))
