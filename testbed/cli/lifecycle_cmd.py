@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from testbed.cli.console import CliConsole
-from testbed.errors import SystemRequirementError
+from testbed.errors import SystemRequirementError, TestbedError
 from testbed.lifecycle.control import request
 from testbed.lifecycle.live_view import (
     LiveStatus,
@@ -34,6 +34,8 @@ from testbed.lifecycle.session import (
     resolve_run_dir,
     summarize,
 )
+from testbed.observability.observers import observability_observers
+from testbed.observability.report import write_report
 from testbed.workloads.registry import workload_for
 
 console = CliConsole()
@@ -73,7 +75,11 @@ def _held_run(scenario: Path, *, speed: float | None, duration_s: float | None,
         load = workload_for(prep) if workload else None
         view.attach(LiveStatus(prep.run_dir, prep.timeline,
                                tallies=ground_tallies(load) if load is not None else None))
-        held = hold(prep, progress=progress, report=console.print, workload=load, keep=keep)
+        # metrics exporter, the run's Prometheus (started now: its first scrape before the
+        # clock starts), annotations
+        observers = observability_observers(prep)
+        held = hold(prep, progress=progress, report=console.print, workload=load, keep=keep,
+                    observers=observers)
     return prep, held
 
 
@@ -192,6 +198,11 @@ def run(
     summary = summarize(prep, held)
     prep.run_dir.write_json(prep.run_dir.summary, summary)
     _print_summary(summary)
+    try:
+        report = write_report(prep.run_dir.path)
+        console.print(f"report: {report}", highlight=False)
+    except (TestbedError, OSError) as exc:
+        console.print(f"report not written: {exc}", highlight=False)
     if held.teardown is not None and not held.teardown.ok:
         raise SystemRequirementError("teardown left resources behind: " +
                                      held.teardown.summary())

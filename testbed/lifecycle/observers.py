@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from testbed.errors import TestbedError
 from testbed.lifecycle.clock import AppliedInstant
 
 
@@ -43,7 +44,7 @@ class Observers(RunObserver):
         for obs in self.observers:
             try:
                 getattr(obs, hook)(*args)
-            except (OSError, ValueError, RuntimeError) as exc:
+            except (TestbedError, OSError, ValueError, RuntimeError) as exc:
                 name = f"{type(obs).__name__}.{hook}"
                 self.failures[name] = self.failures.get(name, 0) + 1
                 if self.failures[name] == 1:
