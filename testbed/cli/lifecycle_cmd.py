@@ -86,7 +86,7 @@ def _held_run(scenario: Path, *, speed: float | None, duration_s: float | None,
 def _print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"{summary['scenario']}: per satellite")
     for col in ("satellite", "contact s", "files", "MB delivered", "goodput Mbit/s",
-                "capacity Mbit/s"):
+                "capacity Mbit/s", "limited by"):
         table.add_column(col, justify="left" if col == "satellite" else "right")
     per_sat = (summary.get("workload") or {}).get("per_satellite", {})
     for sat, contact in summary["contact_s"].items():
@@ -94,8 +94,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
         table.add_row(sat, f"{contact:.1f}", str(w.get("files", "-")),
                       f"{w['bytes'] / 1e6:.2f}" if "bytes" in w else "-",
                       f"{w['goodput_mbps']:.2f}" if "goodput_mbps" in w else "-",
-                      f"{w['capacity_mbps']:.2f}" if "capacity_mbps" in w else "-")
+                      f"{w['capacity_mbps']:.2f}" if "capacity_mbps" in w else "-",
+                      str(w.get("limited_by", "-")))
     console.print(table)
+    note = (summary.get("workload") or {}).get("note")
+    if note:
+        console.print(f"note: {note}", highlight=False)
     if summary.get("speed_caveat"):
         console.print(f"[yellow]note:[/yellow] {summary['speed_caveat']}", highlight=False)
     late = summary["lateness_ms"]
