@@ -38,6 +38,7 @@ from testbed.lifecycle.routes import ControllerRoutes, RouteProgrammer, RoutePus
 from testbed.lifecycle.run_dir import RunDir
 from testbed.lifecycle.snapshot import capture_topology, snapshot_from_state
 from testbed.lifecycle.static_routing import StaticRouting
+from testbed.paths import cache_dir
 from testbed.profiles import budget_for, calibrate, get_profile, profile_from_mapping
 from testbed.scenario.model import Scenario
 from testbed.sysrun import Runner
@@ -155,7 +156,7 @@ class NetworkBuilder:
                        ground_programs=ground_programs, inventory=self.inventory)
 
     def _budgets(self, plan: AddressPlan) -> dict[str, Budget]:
-        calibration = calibrate(self.run_dir.path.parent / ".cache")
+        calibration = calibrate(cache_dir(self.run_dir.path.parent / ".cache"))
         custom = {name: profile_from_mapping(name, spec.model_dump())
                   for name, spec in self.scenario.nodes.profiles.items()}
         out = {}
@@ -172,7 +173,7 @@ class NetworkBuilder:
         token = write_token(self.run_dir.path)  # before any backend: remote ones upload it
         ctx = BackendContext(runner=self.runner, ledger=self.ledger, plan=plan,
                              run_dir=self.run_dir.path,
-                             cache_dir=self.run_dir.path.parent / ".cache",
+                             cache_dir=cache_dir(self.run_dir.path.parent / ".cache"),
                              options={**spec.options, "token_file": str(token)},
                              inventory=self.inventory, fabric=fabric)
         by_kind: dict[str, NodeBackend] = {}

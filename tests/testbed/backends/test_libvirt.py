@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed import paths
 from testbed.backends import NetnsBackend
 from testbed.fabric import AddressPlan, FabricConfig, LinkSpec, NodeSpec, OvsFabric
 from testbed.ledger import Ledger, teardown
@@ -37,8 +38,7 @@ AGENT_PORT = 9100
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("TESTBED_CACHE")
-    return Path(env) if env else REPO_ROOT / "runs" / ".cache"
+    return paths.cache_dir(REPO_ROOT / "runs" / ".cache")
 
 
 def built_image():  # noqa: ANN201 - GuestImage, imported after the skips
