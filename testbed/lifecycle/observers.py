@@ -86,6 +86,11 @@ class StatusFileObserver(RunObserver):
         self.period_s = period_s
         self._last = 0.0
 
+    def on_up(self, net: Any) -> None:
+        """A first status before any instant (a timeline may have none for a while)."""
+        self._last = time.monotonic()
+        self.write(AppliedInstant(0, 0, 0, 0, ""))
+
     def on_instant(self, rec: AppliedInstant) -> None:
         now = time.monotonic()
         if now - self._last > self.period_s:

@@ -30,7 +30,9 @@ name: {name}
 epoch: 2024-07-16T00:00:00Z
 duration_s: 600
 constellation:
-  walker: {{planes: 1, per_plane: 2, phasing: 0, altitude_km: 550, inclination_deg: 53}}
+  # two neighbours of a 10-satellite plane (36 degrees apart: in line of sight, 14.3 ms)
+  walker: {{planes: 1, per_plane: 10, phasing: 0, altitude_km: 550, inclination_deg: 53}}
+  select: {{count: 2}}
 ground_stations:
   - {{name: gs, lat_deg: 31.23, lon_deg: 121.47, min_elevation_deg: 5}}
 links:
