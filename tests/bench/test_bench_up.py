@@ -1,6 +1,8 @@
 """Benchmark: bring up N satellite nodes with +grid links (ring of rings, 4 per node), then down.
 
 Targets (issue 4): 1,000 nodes up in < 120 s, < 15 MB host memory per node without workloads.
+At 66 nodes it also starts every node's agent (as `nodes.agents: eager` does) and prints what
+an agent costs per node: the reason `auto` starts agents on demand above 100 nodes.
 N = 66 and 264 always; N = 1,000 with BENCH_UP_1000=1 (takes minutes). Prints one table row per
 N with the targets beside the measured figures and where the time went, per phase.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from nodes import client
 from testbed.backends import NetnsBackend
 from testbed.cgroups import Budget, CgroupManager, detect_hierarchy
 from testbed.fabric import (
@@ -28,11 +31,13 @@ from testbed.fabric import (
 )
 from testbed.ledger import Ledger, teardown
 from testbed.sysrun import Runner
+from testbed.workloads.pool import AGENT_PORT, EAGER_MAX_NODES, map_nodes, write_token
 
 pytestmark = [pytest.mark.bench, pytest.mark.root, pytest.mark.ovs, pytest.mark.slow]
 
 TARGET_S_PER_1000 = 120.0
 TARGET_MB_PER_NODE = 15.0
+AGENTS_AT = 66
 SIZES = [(6, 11), (12, 22)] + ([(25, 40)] if os.environ.get("BENCH_UP_1000") == "1" else [])
 
 
@@ -106,6 +111,7 @@ def test_bench_up(runner: Runner, planes: int, per_plane: int, tmp_path: Path,
             done = subprocess.run(["ping", "-n", "-c", "1", "-W", "2", node.mgmt_ip],
                                   capture_output=True, text=True, timeout=10)
             assert done.returncode == 0, f"{node.name}: {done.stdout}"
+        agents = _agents(backend, plan, tmp_path) if n == AGENTS_AT else None
     finally:
         report = teardown(ledger, runner)
         ledger.close()
@@ -123,4 +129,26 @@ def test_bench_up(runner: Runner, planes: int, per_plane: int, tmp_path: Path,
         + "\n      down by kind (s): "
         + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds_by_kind.items())
     )
+    if agents is not None:
+        agents_s, agent_mb = agents
+        print(f"      + an agent on every node: all healthy in {agents_s:.1f} s, "
+              f"{agent_mb:.1f} MB per node more ({mem_per_node_mb + agent_mb:.1f} MB/node with "
+              f"agents; 1,000 eager agents would need ~{agent_mb * 1000 / 1024:.1f} GB: "
+              f"`nodes.agents: auto` starts them on demand above {EAGER_MAX_NODES} nodes)")
     assert up_s < target_up_s * 3, f"{up_s:.1f} s is far over the {target_up_s:.0f} s target"
+
+
+def _agents(backend: NetnsBackend, plan: AddressPlan, folder: Path) -> tuple[float, float]:
+    """Start every node's agent with the run's token, wait until all answer; seconds taken
+    and host memory per node they added."""
+    backend.token_file = write_token(folder)
+    mem1 = mem_available_kb()
+    t = time.monotonic()
+    for x in plan.nodes:
+        backend.spawn(x.name, backend.agent_argv(x.name, mgmt_port=AGENT_PORT, results=folder),
+                      log_path=folder / f"agent-{x.name}.log")
+    map_nodes(lambda name: client.wait_healthy(f"{plan.node(name).mgmt_ip}:{AGENT_PORT}",
+                                               timeout_s=300), [x.name for x in plan.nodes])
+    agents_s = time.monotonic() - t
+    time.sleep(2.0)
+    return agents_s, (mem1 - mem_available_kb()) / 1024 / len(plan.nodes)
