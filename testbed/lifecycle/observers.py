@@ -79,17 +79,13 @@ class ProgressObserver(RunObserver):
 
 
 class StatusFileObserver(RunObserver):
-    """status.json about once a second (what `testbed status` and the live view read)."""
+    """status.json about once a second from the first applied instant on (what `testbed
+    status`, the live view and tests waiting for a live network read)."""
 
     def __init__(self, write: Callable[[AppliedInstant], None], period_s: float = 1.0) -> None:
         self.write = write
         self.period_s = period_s
         self._last = 0.0
-
-    def on_up(self, net: Any) -> None:
-        """A first status before any instant (a timeline may have none for a while)."""
-        self._last = time.monotonic()
-        self.write(AppliedInstant(0, 0, 0, 0, ""))
 
     def on_instant(self, rec: AppliedInstant) -> None:
         now = time.monotonic()
