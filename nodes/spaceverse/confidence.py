@@ -103,14 +103,20 @@ def stage_inputs(visual: torch.Tensor, token_feats: torch.Tensor,
     return torch.cat([visual, a])
 
 
+def _stage_batches(records: Sequence[ConfidenceRecord],
+                   stage_tokens: Sequence[int | None]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    xs = [torch.stack([stage_inputs(r.visual, r.token_feats, k) for r in records])
+          for k in stage_tokens]
+    return xs, torch.tensor([r.target for r in records], dtype=torch.float32)
+
+
+def _loss(net: ConfidenceNet, xs: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    return sum((F.mse_loss(net(i, x), target) for i, x in enumerate(xs)), torch.zeros(()))
+
+
 def confidence_loss(net: ConfidenceNet, records: Sequence[ConfidenceRecord]) -> torch.Tensor:
     """Sum over stages of the mean squared error onto the records' targets."""
-    target = torch.tensor([r.target for r in records], dtype=torch.float32)
-    loss = torch.zeros(())
-    for i, k in enumerate(net.stage_tokens):
-        x = torch.stack([stage_inputs(r.visual, r.token_feats, k) for r in records])
-        loss = loss + F.mse_loss(net(i, x), target)
-    return loss
+    return _loss(net, *_stage_batches(records, net.stage_tokens))
 
 
 def train_confidence(records: Sequence[ConfidenceRecord], stage_tokens: Sequence[int | None],
@@ -122,8 +128,9 @@ def train_confidence(records: Sequence[ConfidenceRecord], stage_tokens: Sequence
     net = ConfidenceNet(records[0].visual.shape[0], records[0].token_feats.shape[-1],
                         stage_tokens)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
+    xs, target = _stage_batches(records, net.stage_tokens)
     for _ in range(epochs):
-        loss = confidence_loss(net, records)
+        loss = _loss(net, xs, target)
         opt.zero_grad()
         loss.backward()
         opt.step()
