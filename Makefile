@@ -5,7 +5,9 @@ PY       := $(VENV)/bin/python
 SCENARIO ?= experiments/spaceverse-shanghai.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench lint clean
+DATA     ?= $(or $(TESTBED_DATA),../shared/data)
+
+.PHONY: setup run test bench lint clean models models-vlm
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +23,15 @@ bench: setup
 
 lint: setup
 	$(PY) -m ruff check testbed netem controller nodes tests
+
+# Trained weights, cached with their provenance under .cache/models/ (rebuilt only when the
+# data or the settings change).
+models: models-vlm
+
+models-vlm: setup
+	$(PY) -m nodes.models.vlm.train --data $(DATA)/images --out .cache/models/vlm
+	$(PY) -m nodes.models.vlm.evaluate --data $(DATA)/images --models .cache/models/vlm \
+		--json .cache/models/vlm/accuracy.json
 
 clean:
 	-$(VENV)/bin/testbed clean-all 2>/dev/null

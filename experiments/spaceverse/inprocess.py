@@ -26,10 +26,22 @@ sys.path.insert(0, str(REPO))
 
 from nodes.models.vlm.data import load_samples, select_split  # noqa: E402
 from nodes.models.vlm.small import SmallVLM, load_image  # noqa: E402
-from nodes.spaceverse.confidence import (ABLATION_AFTER_ANSWER, ABLATION_IMAGE_ONLY,  # noqa: E402
-                                         SPACEVERSE_STAGES, record_sample, train_confidence)
-from nodes.spaceverse.pipeline import (Item, LinkModel, PipelineConfig, Timing,  # noqa: E402
-                                       results_as_dicts, run_pipeline, summarise)
+from nodes.spaceverse.confidence import (  # noqa: E402
+    ABLATION_AFTER_ANSWER,
+    ABLATION_IMAGE_ONLY,
+    SPACEVERSE_STAGES,
+    record_sample,
+    train_confidence,
+)
+from nodes.spaceverse.pipeline import (  # noqa: E402
+    Item,
+    LinkModel,
+    PipelineConfig,
+    Timing,
+    results_as_dicts,
+    run_pipeline,
+    summarise,
+)
 from testbed.paths import data_dir  # noqa: E402
 
 
@@ -98,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         w.writerows(rows)
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
-    summary = {"command": " ".join(["experiments/spaceverse/inprocess.py", *(argv or sys.argv[1:])]),
+    argv_used = argv if argv is not None else sys.argv[1:]
+    summary = {"command": " ".join(["experiments/spaceverse/inprocess.py", *argv_used]),
                "git_commit": commit, "link": {"rate_bps": link.rate_bps, "delay_s": link.delay_s},
                "timing": vars(timing) | {"preprocess": "scorer flops counted here"},
                "models": {m: json.loads((args.models / m / "provenance.json").read_text())

@@ -22,8 +22,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from nodes.compute import (DEFAULT_EFFICIENCY, ModelWork, accelerator, generation_time_s,
-                           qwen2vl_work, roofline_s)
+from nodes.compute import (
+    DEFAULT_EFFICIENCY,
+    ModelWork,
+    accelerator,
+    generation_time_s,
+    qwen2vl_work,
+    roofline_s,
+)
 from nodes.models.vlm.base import VisionLanguageModel
 from nodes.spaceverse.baselines import AIRGPolicy, tabi_confidence, tabi_offload
 from nodes.spaceverse.confidence import ConfidenceNet, answer_similarity, run_onboard
@@ -198,13 +204,15 @@ def run_pipeline(items: Iterable[Item], onboard: VisionLanguageModel,
             pre = (len(data), roofline_s(pre_flops, 0.0, acc_s, eff), ground.decode(g_pre),
                    t_ground(g_pre.num_tokens))
 
+        label = (f"{w_s.label}@{timing.onboard_accelerator}/"
+                 f"{w_g.label}@{timing.ground_accelerator}")
+
         def result(method: str, offload: bool, stage: int, on_s: float, sent: int, tr_s: float,
-                   gr_s: float, answer: str, item: Item = item) -> MethodResult:
+                   gr_s: float, answer: str, item: Item = item, label: str = label
+                   ) -> MethodResult:
             return MethodResult(method, item.sample_id, item.task, item.qtype, offload, stage,
                                 sent, answer, item.answer, _norm(answer) == _norm(item.answer),
-                                on_s, tr_s, gr_s, on_s + tr_s + gr_s,
-                                f"{w_s.label}@{timing.onboard_accelerator}/"
-                                f"{w_g.label}@{timing.ground_accelerator}")
+                                on_s, tr_s, gr_s, on_s + tr_s + gr_s, label)
 
         t_full = t_on(full.num_tokens)
         t_raw_ground = t_ground(g_raw.num_tokens)

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from nodes.compute import (ACCELERATORS, ModelWork, accelerator, generation_time_s,
-                           qwen2vl_work, roofline_s)
+from nodes.compute import (
+    ACCELERATORS,
+    ModelWork,
+    accelerator,
+    generation_time_s,
+    qwen2vl_work,
+    roofline_s,
+)
 from nodes.errors import ConfigError
 
 

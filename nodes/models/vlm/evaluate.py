@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--names", nargs="+", default=["small-onboard", "small-ground"])
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     models = [SmallVLM.load(args.models / n) for n in args.names]
     prov = json.loads((args.models / args.names[0] / "provenance.json").read_text())
     samples = load_samples(args.data, eurosat_per_class=prov["settings"]["eurosat_per_class"])

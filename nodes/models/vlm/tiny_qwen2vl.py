@@ -35,8 +35,12 @@ def build_tiny_qwen2vl(out_dir: Path, tiktoken_file: Path | None = None, seed: i
                        max_pixels: int = 224 * 224) -> Path:
     """Write model, tokenizer and image processor into `out_dir`; returns it."""
     import torch
-    from transformers import (Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
-                              Qwen2VLProcessor, Qwen2VLVideoProcessor)
+    from transformers import (
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     out_dir = Path(out_dir)
     torch.manual_seed(seed)

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from nodes.models.errors import ModelConfigError, ModelNotFoundError
-from nodes.models.vlm.data import (SPLITS, area_bin, count_bin, load_samples, select_split,
-                                   split_of)
+from nodes.models.vlm.data import SPLITS, area_bin, count_bin, load_samples, select_split, split_of
 from nodes.models.vlm.small import SmallVLM, SmallVLMNet, preset
 
 

@@ -6,8 +6,13 @@ import math
 
 import pytest
 
-from nodes.spaceverse.baselines import (AIRGPolicy, ground_only, satellite_only, tabi_confidence,
-                                        tabi_offload)
+from nodes.spaceverse.baselines import (
+    AIRGPolicy,
+    ground_only,
+    satellite_only,
+    tabi_confidence,
+    tabi_offload,
+)
 from nodes.spaceverse.errors import SpaceVerseConfigError
 
 

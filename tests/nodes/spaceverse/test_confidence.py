@@ -8,10 +8,18 @@ import pytest
 import torch
 
 from nodes.models.vlm.small import SmallVLM, SmallVLMNet, preset
-from nodes.spaceverse.confidence import (ABLATION_AFTER_ANSWER, ABLATION_IMAGE_ONLY,
-                                         SPACEVERSE_STAGES, ConfidenceNet, ConfidenceRecord,
-                                         answer_similarity, confidence_loss, run_onboard,
-                                         stage_inputs, train_confidence)
+from nodes.spaceverse.confidence import (
+    ABLATION_AFTER_ANSWER,
+    ABLATION_IMAGE_ONLY,
+    SPACEVERSE_STAGES,
+    ConfidenceNet,
+    ConfidenceRecord,
+    answer_similarity,
+    confidence_loss,
+    run_onboard,
+    stage_inputs,
+    train_confidence,
+)
 from nodes.spaceverse.errors import SpaceVerseConfigError
 
 

@@ -10,11 +10,22 @@ import torch
 
 from nodes.compute import accelerator, generation_time_s
 from nodes.models.vlm.small import SmallVLM, SmallVLMNet, preset
-from nodes.spaceverse.confidence import (ABLATION_AFTER_ANSWER, ABLATION_IMAGE_ONLY,
-                                         SPACEVERSE_STAGES, ConfidenceNet)
+from nodes.spaceverse.confidence import (
+    ABLATION_AFTER_ANSWER,
+    ABLATION_IMAGE_ONLY,
+    SPACEVERSE_STAGES,
+    ConfidenceNet,
+)
 from nodes.spaceverse.errors import SpaceVerseConfigError
-from nodes.spaceverse.pipeline import (METHODS, Item, LinkModel, PipelineConfig, Timing,
-                                       run_pipeline, summarise)
+from nodes.spaceverse.pipeline import (
+    METHODS,
+    Item,
+    LinkModel,
+    PipelineConfig,
+    Timing,
+    run_pipeline,
+    summarise,
+)
 
 VOCAB = ["is", "there", "a", "red", "roof"]
 ANSWERS = ["yes", "no"]

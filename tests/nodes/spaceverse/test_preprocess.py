@@ -11,8 +11,14 @@ import pytest
 import torch
 
 from nodes.spaceverse.errors import SpaceVerseConfigError
-from nodes.spaceverse.preprocess import (PreprocessConfig, plan_regions, region_scales,
-                                         region_scores, split_regions, to_wire)
+from nodes.spaceverse.preprocess import (
+    PreprocessConfig,
+    plan_regions,
+    region_scales,
+    region_scores,
+    split_regions,
+    to_wire,
+)
 from nodes.spaceverse.wire import decode, encode, rebuild
 
 COLOURS = {"red": (1.0, -0.5, -0.5), "green": (-0.5, 1.0, -0.5), "blue": (-0.5, -0.5, 1.0)}
