@@ -110,10 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         w.writerows(rows)
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
+                                 "nodes", "experiments/spaceverse/inprocess.py"],
+                                capture_output=True, text=True).stdout.strip())
     argv_used = argv if argv is not None else sys.argv[1:]
     summary = {"command": " ".join(["experiments/spaceverse/inprocess.py", *argv_used]),
-               "git_commit": commit, "link": {"rate_bps": link.rate_bps, "delay_s": link.delay_s},
-               "timing": vars(timing) | {"preprocess": "scorer flops counted here"},
+               "git_commit": commit, "git_dirty": dirty,
+               "link": {"rate_bps": link.rate_bps, "delay_s": link.delay_s},
+               "timing": vars(timing) | {"preprocess": "roofline of the on-board scorer's FLOPs"},
+               "torch_threads": args.threads,
                "models": {m: json.loads((args.models / m / "provenance.json").read_text())
                           for m in ("small-onboard", "small-ground")},
                "calib_samples": len(records), "test_samples": len(test),
