@@ -2,6 +2,7 @@
 
     python experiments/spaceverse/inprocess.py [--models .cache/models/vlm] [--per-task 150]
         [--rate-mbps 110.67] [--delay-ms 20] [--timing small|paper] [--out DIR]
+        [--clip-weights FILE]
 
 Needs the models of `make models-vlm`. Trains the confidence nets (g~, g, g') on the `calib`
 split (images unseen by W^s and W^g), then runs every method on the `test` split and writes
@@ -42,6 +43,7 @@ from nodes.spaceverse.pipeline import (  # noqa: E402
     run_pipeline,
     summarise,
 )
+from nodes.spaceverse.preprocess import ClipRegionScorer  # noqa: E402
 from testbed.paths import data_dir  # noqa: E402
 
 
@@ -79,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "experiments/spaceverse/results")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clip-weights", type=Path, default=None,
+                    help="open_clip ViT-B-16 checkpoint for the region scores "
+                         "(default: the on-board model's own encoders)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -100,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     test = _subsample(select_split(samples, "test", split_seed), args.per_task, args.seed)
     link = LinkModel(args.rate_mbps * 1e6, args.delay_ms / 1e3)
     timing = Timing(model_size=args.timing)
-    results = run_pipeline(_items(test), onboard, ground, nets, link, timing, PipelineConfig())
+    scorer = ClipRegionScorer.from_weights_file(args.clip_weights) if args.clip_weights else None
+    results = run_pipeline(_items(test), onboard, ground, nets, link, timing, PipelineConfig(),
+                           scorer=scorer)
     name = args.name or f"{args.timing}-{args.rate_mbps:g}mbps"
     args.out.mkdir(parents=True, exist_ok=True)
     rows = results_as_dicts(results)
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                "link": {"rate_bps": link.rate_bps, "delay_s": link.delay_s},
                "timing": vars(timing) | {"preprocess": "roofline of the on-board scorer's FLOPs"},
                "torch_threads": args.threads,
+               "region_scorer": str(args.clip_weights) if args.clip_weights else "small-onboard",
                "models": {m: json.loads((args.models / m / "provenance.json").read_text())
                           for m in ("small-onboard", "small-ground")},
                "calib_samples": len(records), "test_samples": len(test),
