@@ -38,7 +38,7 @@ from nodes.spaceverse.preprocess import PreprocessConfig, RegionScorer, plan_reg
 from nodes.spaceverse.wire import Region, WireImage, decode, encode, rebuild
 
 __all__ = ["METHODS", "Item", "LinkModel", "MethodResult", "PipelineConfig", "Timing",
-           "run_pipeline", "summarise"]
+           "results_as_dicts", "run_pipeline", "summarise"]
 
 METHODS = ("spaceverse", "satellite-only", "ground-only", "tabi", "ai-rg", "g-image", "g-answer")
 _NETS = {"spaceverse": "g~", "g-image": "g", "g-answer": "g'"}
@@ -278,6 +278,3 @@ def summarise(results: Sequence[MethodResult], by: tuple[str, ...] = ("method",)
 def results_as_dicts(results: Sequence[MethodResult]) -> list[dict]:
     """Plain dicts (CSV/JSON rows)."""
     return [asdict(r) for r in results]
-
-
-__all__ += ["results_as_dicts"]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from nodes.models.errors import DatasetError
 
-__all__ = ["SPLITS", "TASKS", "Sample", "area_bin", "count_bin", "load_samples", "split_of",
-           "tokenize_words"]
+__all__ = ["SPLITS", "TASKS", "Sample", "area_bin", "count_bin", "load_samples", "select_split",
+           "split_of", "tokenize_words"]
 
 TASKS = ("rsvqa-lr", "rsvqa-hr", "eurosat-rgb", "ucmerced")
 SPLITS = ("train", "calib", "test")
@@ -143,6 +143,3 @@ def select_split(samples: Sequence[Sample], split: str, seed: int = 0) -> list[S
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; choose: {', '.join(SPLITS)}")
     return [s for s in samples if split_of(s.image_key, seed) == split]
-
-
-__all__ += ["select_split"]

@@ -23,7 +23,7 @@ from nodes.models.errors import ModelConfigError, ModelNotFoundError
 from nodes.models.vlm.base import Generation, ModelWork, VisionLanguageModel
 from nodes.models.vlm.data import tokenize_words
 
-__all__ = ["SmallVLM", "SmallVLMConfig", "SmallVLMNet", "load_image", "preset"]
+__all__ = ["SmallVLM", "SmallVLMConfig", "SmallVLMNet", "load_image", "preset", "save_net"]
 
 PAD, UNK = 0, 1          # prompt vocabulary
 BOS, EOS = 0, 1          # answer vocabulary
@@ -294,6 +294,3 @@ def save_net(net: SmallVLMNet, model_dir: Path) -> None:
     cfg["widths"] = list(cfg["widths"])
     (model_dir / "config.json").write_text(json.dumps(cfg, indent=1))
     torch.save(net.state_dict(), model_dir / "weights.pt")
-
-
-__all__ += ["save_net"]

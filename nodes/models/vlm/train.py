@@ -16,7 +16,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,7 +70,7 @@ def _preload(samples: Sequence[Sample], px: int) -> dict[Path, torch.Tensor]:
 
 
 def train_model(samples: Sequence[Sample], settings: TrainSettings, out_dir: Path,
-                log=print, threads: int = 1) -> dict:
+                log: Callable[[str], None] = print, threads: int = 1) -> dict:
     """Train one preset on the `train` split of `samples`; write the cache; return provenance."""
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
