@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from nodes.models.vlm.data import load_samples, select_split  # noqa: E402
-from nodes.models.vlm.small import SmallVLM, load_image  # noqa: E402
+from nodes.models.vlm.small import SmallVLM, load_sample_image  # noqa: E402
 from nodes.spaceverse.confidence import (  # noqa: E402
     ABLATION_AFTER_ANSWER,
     ABLATION_IMAGE_ONLY,
@@ -56,15 +56,15 @@ def _subsample(samples, per_task: int, seed: int):
     for task in sorted(by_task):
         group = by_task[task]
         out.extend(sorted(rng.sample(group, min(per_task, len(group))),
-                          key=lambda s: (str(s.image_path), s.prompt)))
+                          key=lambda s: (s.image_key, s.prompt)))
     return out
 
 
 def _items(samples):
     last, img = None, None
     for i, s in enumerate(samples):
-        if s.image_path != last:
-            last, img = s.image_path, load_image(s.image_path)
+        if s.image_key != last:
+            last, img = s.image_key, load_sample_image(s)
         yield Item(f"{s.image_key}#{i}", s.task, s.qtype, img, s.prompt, s.answer)
 
 

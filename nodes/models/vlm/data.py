@@ -1,11 +1,14 @@
 """Labelled remote-sensing samples for the small VLMs: tasks, prompts, answers, splits by image.
 
-Owns reading the real labelled folders (RSVQA-LR/HR `qa.json`, EuroSAT-RGB, UC Merced) into
+Owns reading the real labelled folders (RSVQA-LR/HR `qa.json`, EuroSAT-RGB, UC Merced, NEON
+trees as Pascal VOC boxes) into
 (image, prompt, answer) samples and splitting them by image, so no test image is seen in
 training. It takes the data folder as an argument (nodes never imports testbed).
 
 Simplifications: RSVQA count and area answers are binned (`count_bin`, `area_bin`) into a
-closed vocabulary, as RSVQA's own evaluation does for counts; EuroSAT is subsampled per class.
+closed vocabulary, as RSVQA's own evaluation does for counts; EuroSAT is subsampled per class;
+NEON scenes are cut into 200 px tiles whose tree count (boxes whose centre lies in the tile) is
+binned (`tree_bin`); tiles of one scene may fall in different splits (there are only 4 scenes).
 """
 
 from __future__ import annotations
@@ -13,16 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from nodes.models.errors import DatasetError
 
-__all__ = ["SPLITS", "TASKS", "Sample", "area_bin", "count_bin", "load_samples", "select_split",
-           "split_of", "tokenize_words"]
+__all__ = ["SPLITS", "TASKS", "TILE_PX", "Sample", "area_bin", "count_bin", "load_samples",
+           "select_split", "split_of", "tile_tree_counts", "tokenize_words", "tree_bin"]
 
-TASKS = ("rsvqa-lr", "rsvqa-hr", "eurosat-rgb", "ucmerced")
+TASKS = ("rsvqa-lr", "rsvqa-hr", "eurosat-rgb", "ucmerced", "neon-trees")
+TILE_PX = 200
 SPLITS = ("train", "calib", "test")
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -36,11 +41,13 @@ class Sample:
     prompt: str
     answer: str
     qtype: str
+    crop: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in px (a tile)
 
     @property
     def image_key(self) -> str:
-        """The identity used for splitting: task plus file name."""
-        return f"{self.task}/{self.image_path.parent.name}/{self.image_path.name}"
+        """The identity used for splitting: task plus file name (plus the tile)."""
+        key = f"{self.task}/{self.image_path.parent.name}/{self.image_path.name}"
+        return key if self.crop is None else key + "@{},{},{},{}".format(*self.crop)
 
 
 def tokenize_words(text: str) -> list[str]:
@@ -68,6 +75,47 @@ def area_bin(answer: str) -> str:
         if n <= upper:
             return label
     return "over 1000 m2"
+
+
+def tree_bin(n: int) -> str:
+    """Trees in a tile -> `0`, `1 to 2`, `3 to 5`, `6 to 10`, `over 10`."""
+    if n == 0:
+        return "0"
+    for upper, label in ((2, "1 to 2"), (5, "3 to 5"), (10, "6 to 10")):
+        if n <= upper:
+            return label
+    return "over 10"
+
+
+def tile_tree_counts(xml_path: Path, tile_px: int = TILE_PX) -> dict[tuple[int, int], int]:
+    """Trees per whole tile of a Pascal VOC scene, keyed by the tile's (x0, y0) in px.
+
+    A tree belongs to the tile holding its box centre; partial tiles at the edges are left out.
+    """
+    root = ET.parse(xml_path).getroot()
+    w, h = int(root.findtext("size/width")), int(root.findtext("size/height"))
+    counts = {(tx * tile_px, ty * tile_px): 0
+              for ty in range(h // tile_px) for tx in range(w // tile_px)}
+    for box in root.iter("bndbox"):
+        x0, y0, x1, y1 = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        key = (int((x0 + x1) / 2) // tile_px * tile_px, int((y0 + y1) / 2) // tile_px * tile_px)
+        if key in counts:
+            counts[key] += 1
+    return counts
+
+
+def _neon(root: Path) -> list[Sample]:
+    base = root / "neon-trees"
+    xmls = sorted(base.glob("*.xml"))
+    if not xmls:
+        raise DatasetError(f"{base}: no Pascal VOC .xml files, expected one per scene")
+    out = []
+    for xml in xmls:
+        png = xml.with_suffix(".png")
+        for (x0, y0), n in sorted(tile_tree_counts(xml).items(), key=lambda kv: kv[0][::-1]):
+            out.append(Sample("neon-trees", png, "how many trees are in this image",
+                              tree_bin(n), "count", (x0, y0, x0 + TILE_PX, y0 + TILE_PX)))
+    return out
 
 
 def split_of(image_key: str, seed: int = 0, calib_fraction: float = 0.1,
@@ -132,6 +180,8 @@ def load_samples(data_images_dir: Path, tasks: Iterable[str] = TASKS,
             raise DatasetError(f"unknown task {task!r}; choose: {', '.join(TASKS)}")
         if task.startswith("rsvqa"):
             out.extend(_rsvqa(Path(data_images_dir), task))
+        elif task == "neon-trees":
+            out.extend(_neon(Path(data_images_dir)))
         else:
             per = eurosat_per_class if task == "eurosat-rgb" else None
             out.extend(_classes(Path(data_images_dir), task, per))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from nodes.models.vlm.data import Sample, load_samples, select_split
-from nodes.models.vlm.small import SmallVLM, load_image
+from nodes.models.vlm.small import SmallVLM, load_sample_image
 
 __all__ = ["evaluate", "main", "majority_answers"]
 
@@ -36,11 +36,11 @@ def evaluate(models: Sequence[SmallVLM], test: Sequence[Sample],
              majority: dict[tuple[str, str], str]) -> list[dict]:
     """Rows: task, qtype, samples, majority accuracy, then one accuracy per model."""
     hits: dict[tuple[str, str], Counter] = defaultdict(Counter)
-    cache: dict[Path, torch.Tensor] = {}
+    cache: dict[str, torch.Tensor] = {}
     for s in test:
-        if s.image_path not in cache:
-            cache = {s.image_path: load_image(s.image_path)}  # samples come grouped by image
-        img = cache[s.image_path]
+        if s.image_key not in cache:
+            cache = {s.image_key: load_sample_image(s)}  # samples come grouped by image
+        img = cache[s.image_key]
         key = (s.task, s.qtype)
         hits[key]["n"] += 1
         hits[key]["majority"] += majority.get(key) == s.answer

@@ -21,9 +21,10 @@ from torch import nn
 
 from nodes.models.errors import ModelConfigError, ModelNotFoundError
 from nodes.models.vlm.base import Generation, ModelWork, VisionLanguageModel
-from nodes.models.vlm.data import tokenize_words
+from nodes.models.vlm.data import Sample, tokenize_words
 
-__all__ = ["SmallVLM", "SmallVLMConfig", "SmallVLMNet", "load_image", "preset", "save_net"]
+__all__ = ["SmallVLM", "SmallVLMConfig", "SmallVLMNet", "load_image", "load_sample_image",
+           "preset", "save_net"]
 
 PAD, UNK = 0, 1          # prompt vocabulary
 BOS, EOS = 0, 1          # answer vocabulary
@@ -73,6 +74,15 @@ def load_image(path: Path) -> torch.Tensor:
         rgb = im.convert("RGB")
         data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
         return data.view(rgb.height, rgb.width, 3).permute(2, 0, 1).float() / 255.0
+
+
+def load_sample_image(sample: Sample) -> torch.Tensor:
+    """A sample's image `[3, H, W]` in [0, 1], cut to its tile when it has one."""
+    img = load_image(sample.image_path)
+    if sample.crop is None:
+        return img
+    x0, y0, x1, y1 = sample.crop
+    return img[:, y0:y1, x0:x1].contiguous()
 
 
 def _conv(cin: int, cout: int) -> nn.Sequential:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from nodes.models.vlm.data import Sample, load_samples, select_split, tokenize_words
-from nodes.models.vlm.small import SmallVLMNet, load_image, preset, save_net
+from nodes.models.vlm.small import SmallVLMNet, load_sample_image, preset, save_net
 
 __all__ = ["TrainSettings", "data_sha256", "main", "train_model"]
 
@@ -46,7 +46,9 @@ def data_sha256(samples: Sequence[Sample]) -> str:
     """sha256 over the (relative name, sha256) of every image and qa.json the samples use."""
     files = sorted({s.image_path for s in samples}
                    | {s.image_path.parent / "qa.json" for s in samples
-                      if s.task.startswith("rsvqa")})
+                      if s.task.startswith("rsvqa")}
+                   | {s.image_path.with_suffix(".xml") for s in samples
+                      if s.task == "neon-trees"})
     outer = hashlib.sha256()
     for f in files:
         outer.update(f"{f.parent.name}/{f.name}:".encode())
@@ -60,12 +62,13 @@ def _vocab(samples: Sequence[Sample]) -> tuple[list[str], list[str]]:
     return prompt, answer
 
 
-def _preload(samples: Sequence[Sample], px: int) -> dict[Path, torch.Tensor]:
+def _preload(samples: Sequence[Sample], px: int) -> dict[str, torch.Tensor]:
     out = {}
-    for path in sorted({s.image_path for s in samples}):
-        img = load_image(path).unsqueeze(0)
-        out[path] = F.interpolate(img, size=(px, px), mode="bilinear", antialias=True,
-                                  align_corners=False)[0]
+    for s in samples:
+        if s.image_key not in out:
+            img = load_sample_image(s).unsqueeze(0)
+            out[s.image_key] = F.interpolate(img, size=(px, px), mode="bilinear",
+                                             antialias=True, align_corners=False)[0]
     return out
 
 
@@ -89,7 +92,7 @@ def train_model(samples: Sequence[Sample], settings: TrainSettings, out_dir: Pat
         for g in opt.param_groups:
             g["lr"] = lr
         batch = [train[rng.randrange(len(train))] for _ in range(settings.batch)]
-        x = torch.stack([images[s.image_path] for s in batch])
+        x = torch.stack([images[s.image_key] for s in batch])
         flip = torch.rand(len(batch)) < 0.5
         x[flip] = x[flip].flip(-1)
         inp, tgt = net.answer_ids([s.answer for s in batch])

@@ -75,3 +75,16 @@ def test_splits_are_by_image(shared_data: Path) -> None:
     assert sum(len(k) for k in keys.values()) == len({s.image_key for s in samples})
     assert split_of("rsvqa-lr/rsvqa-lr/0.png") == split_of("rsvqa-lr/rsvqa-lr/0.png")
     assert len(keys["test"]) > 0.1 * len({s.image_key for s in samples})
+
+
+def test_neon_tiles_count_every_tree_once(shared_data: Path) -> None:
+    from nodes.models.vlm.data import tile_tree_counts, tree_bin
+
+    counts = tile_tree_counts(shared_data / "images/neon-trees/OSBS_029.xml", 200)
+    assert sorted(counts) == [(0, 0), (0, 200), (200, 0), (200, 200)]
+    assert sum(counts.values()) == 61                   # the scene's 61 boxes, 400 x 400 px
+    assert [tree_bin(n) for n in (0, 2, 3, 10, 11)] == \
+        ["0", "1 to 2", "3 to 5", "6 to 10", "over 10"]
+    tiles = load_samples(shared_data / "images", tasks=("neon-trees",))
+    assert len(tiles) == 4 + 4 + (1249 // 200) * (1035 // 200) + (2299 // 200) * (2472 // 200)
+    assert all(t.crop[2] - t.crop[0] == 200 for t in tiles)
