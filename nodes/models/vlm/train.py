@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="the data folder's images/")
     ap.add_argument("--out", type=Path, default=Path(".cache/models/vlm"))
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--kinds", nargs="+", default=["onboard", "ground"])
     ap.add_argument("--force", action="store_true", help="retrain even if the cache matches")
     ap.add_argument("--threads", type=int, default=1)
