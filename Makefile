@@ -5,7 +5,9 @@ PY       := $(VENV)/bin/python
 SCENARIO ?= experiments/spaceverse-shanghai.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench lint clean vm-image
+DATA     ?= $(or $(TESTBED_DATA),../shared/data)
+
+.PHONY: setup run test bench lint clean vm-image models models-vlm
 
 setup:
 	@bash scripts/setup.sh
@@ -26,6 +28,15 @@ vm-image:
 
 lint: setup
 	$(PY) -m ruff check testbed netem controller nodes tests
+
+# Trained weights, cached with their provenance under .cache/models/ (rebuilt only when the
+# data or the settings change).
+models: models-vlm
+
+models-vlm: setup
+	$(PY) -m nodes.models.vlm.train --data $(DATA)/images --out .cache/models/vlm
+	$(PY) -m nodes.models.vlm.evaluate --data $(DATA)/images --models .cache/models/vlm \
+		--json .cache/models/vlm/accuracy.json
 
 # Tear down every run whose ledger is still there before deleting the run directories: a
 # failed teardown stops here and keeps runs/ (the ledgers are what `down` needs).

@@ -1,0 +1,42 @@
+"""SpaceVerse's algorithm core, in process: confidence net, preprocessing, wire format,
+baselines' rules and the pipeline that runs the methods. See nodes/spaceverse/README.md.
+
+Names are imported on first use (torch loads only with the modules that need it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "nodes.spaceverse.errors": ("SpaceVerseConfigError", "SpaceVerseError", "WireFormatError"),
+    "nodes.spaceverse.confidence": ("ABLATION_AFTER_ANSWER", "ABLATION_IMAGE_ONLY",
+                                    "SPACEVERSE_STAGES", "ConfidenceNet", "ConfidenceRecord",
+                                    "OnboardDecision", "answer_similarity", "confidence_loss",
+                                    "record_sample", "run_onboard", "train_confidence"),
+    "nodes.spaceverse.preprocess": ("ClipRegionScorer", "PreprocessConfig", "RegionPlan",
+                                    "RegionScorer", "plan_regions", "region_scales",
+                                    "region_scores", "to_wire"),
+    "nodes.spaceverse.wire": ("Region", "WireImage", "decode", "encode", "rebuild"),
+    "nodes.spaceverse.baselines": ("AIRGPolicy", "ground_only", "satellite_only",
+                                   "tabi_confidence", "tabi_offload"),
+    "nodes.spaceverse.pipeline": ("METHODS", "Item", "LinkModel", "MethodResult",
+                                  "PipelineConfig", "Timing", "run_pipeline", "summarise"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nodes.spaceverse' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
