@@ -44,5 +44,8 @@ echo "setup: creating the virtualenv in .venv"
 # beside urllib3 and niquests uses it as urllib3_future
 URLLIB3_NO_OVERRIDE=1 .venv/bin/python -m pip install -q --no-binary urllib3-future \
   -e '.[dev,ml,lab]'
+# Qwen2's tokenizer is built from the qwen.tiktoken file that the dashscope wheel ships (no
+# hub download); only that file is used, so none of dashscope's own dependencies are needed.
+.venv/bin/python -m pip install -q --no-deps dashscope==2.0.2
 touch "$STAMP"
 echo "setup: done"

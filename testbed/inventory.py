@@ -5,7 +5,7 @@ accelerators, fabric port, libvirt URI) and its loader, with the same `file:line
 errors as scenario files. Holds no secrets: keys are named by path and passwords are refused.
 Does not connect to anything (testbed.backends.remote does).
 
-Example (the documented example is experiments/lab-inventory.example.yaml):
+Example (the documented example is experiments/lab/inventory.example.yaml):
 
     inv = load_inventory("lab-inventory.yaml")
     inv.host("jetson1").ssh_address    # "192.168.10.21:22"

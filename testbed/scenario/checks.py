@@ -91,7 +91,7 @@ def _inventory_problems(scenario: Scenario, source: SourceMap) -> Iterator[tuple
         if "remote" in (spec.kind, spec.ground):
             yield (("backend", "inventory"), "backend remote needs the lab inventory (hosts, "
                    "users, keys): set backend.inventory to its file (see "
-                   "experiments/lab-inventory.example.yaml)")
+                   "experiments/lab/inventory.example.yaml)")
         return
     from testbed.inventory import load_inventory
 

@@ -9,7 +9,7 @@ import pytest
 from testbed.inventory import InventoryError, load_inventory
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "experiments" / "lab-inventory.example.yaml"
+EXAMPLE = REPO / "experiments" / "lab" / "inventory.example.yaml"
 
 GOOD = """\
 hosts:
