@@ -111,7 +111,9 @@ class JobTable:
                 raise JobStateError(f"node {self.node}: job id {job_id!r} is taken; ids are "
                                     "unique per agent")
             base = self._base_ctx()
-            out = base.results_dir / "jobs" / job_id if base.results_dir is not None else None
+            # per node: in the embedded default every node's agent shares one results folder
+            out = (base.results_dir / "jobs" / self.node / job_id
+                   if base.results_dir is not None else None)
             ctx = replace(base, output_dir=out)
             workload = create_workload(kind, ctx, options, on_end=self._on_end)
             job = Job(id=job_id, kind=kind, submitted=base.clock.stamp(), workload=workload,

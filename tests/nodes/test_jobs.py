@@ -160,7 +160,7 @@ def test_job_files_refuse_path_traversal(inproc_agents: Callable[..., InProcessA
     client.cancel_job(gs.mgmt, "e", token=TOKEN)
     secret = tmp_path / "gs" / "secret.txt"
     secret.write_text("not yours")
-    out = tmp_path / "gs" / "jobs" / str(job["id"])
+    out = tmp_path / "gs" / "jobs" / "gs" / str(job["id"])
     (out / "sub").mkdir()
     (out / "sub" / "ok.txt").write_text("fine")
     (out / "link.txt").symlink_to(secret)
