@@ -109,25 +109,20 @@ class LatentCoder:
         _, c, hh, ww = analysis.y.shape
         seq = np.asarray(seq_map, dtype=np.int64).reshape(hh, ww)
         new = torch.from_numpy(np.ascontiguousarray(new_vectors, dtype=np.float32))
+        if not self.autoregressive:
+            return self._encode_hyperprior(analysis.params, seq, base, new)
         symbols: list[int] = []
         indexes: list[int] = []
         own: dict[int, tuple[int, int]] = {}
         fresh = base
-        if self.autoregressive:
-            buf = torch.zeros((1, c, hh + 2 * PAD, ww + 2 * PAD))
-        else:
-            buf = torch.zeros((1, c, hh, ww))
-            all_idx = gc.build_indexes(analysis.params)
-        off = PAD if self.autoregressive else 0
+        buf = torch.zeros((1, c, hh + 2 * PAD, ww + 2 * PAD))
+        off = PAD
         for h in range(hh):
             for w in range(ww):
                 g = int(seq[h, w])
                 if g == fresh:
                     v = new[fresh - base].reshape(1, c, 1, 1)
-                    if self.autoregressive:
-                        idx, means = self._ar_params(buf, analysis.params, h, w)
-                    else:
-                        idx, means = all_idx[:, :, h:h + 1, w:w + 1], None
+                    idx, means = self._ar_params(buf, analysis.params, h, w)
                     q = gc.quantize(v, "symbols", means)
                     buf[:, :, h + off:h + off + 1, w + off:w + off + 1] = gc.dequantize(q, means)
                     symbols.extend(q.reshape(-1).tolist())
@@ -139,7 +134,7 @@ class LatentCoder:
                     buf[:, :, h + off, w + off] = buf[:, :, sh + off, sw + off]
         enc = BufferedRansEncoder()
         enc.encode_with_indexes(symbols, indexes, self._cdf, self._cdf_lengths, self._offsets)
-        y_hat = F.pad(buf, (-PAD, -PAD, -PAD, -PAD)) if self.autoregressive else buf
+        y_hat = F.pad(buf, (-PAD, -PAD, -PAD, -PAD))
         return enc.flush(), y_hat
 
     @torch.no_grad()
@@ -157,25 +152,20 @@ class LatentCoder:
         gc = self.model.gaussian_conditional
         c = channels
         hh, ww = seq_map.shape
+        if not self.autoregressive:
+            return self._decode_hyperprior(y_string, params, seq_map, base, table, c)
         dec = RansDecoder()
         dec.set_stream(y_string)
         own: dict[int, tuple[int, int]] = {}
         cross: list[tuple[int, int, int]] = []
         fresh = base
-        off = PAD if self.autoregressive else 0
-        if self.autoregressive:
-            buf = torch.zeros((1, c, hh + 2 * PAD, ww + 2 * PAD))
-        else:
-            buf = torch.zeros((1, c, hh, ww))
-            all_idx = gc.build_indexes(params)
+        off = PAD
+        buf = torch.zeros((1, c, hh + 2 * PAD, ww + 2 * PAD))
         for h in range(hh):
             for w in range(ww):
                 g = int(seq_map[h, w])
                 if g == fresh:
-                    if self.autoregressive:
-                        idx, means = self._ar_params(buf, params, h, w)
-                    else:
-                        idx, means = all_idx[:, :, h:h + 1, w:w + 1], None
+                    idx, means = self._ar_params(buf, params, h, w)
                     rv = dec.decode_stream(idx.reshape(-1).tolist(), self._cdf,
                                            self._cdf_lengths, self._offsets)
                     rv = torch.Tensor(rv).reshape(1, -1, 1, 1)
@@ -189,7 +179,7 @@ class LatentCoder:
                     cross.append((h, w, g))
                 else:  # mapcodec.decode already rejects forward references
                     raise MissingReferenceError(f"map position ({h}, {w}): vector {g} unknown")
-        y_hat = F.pad(buf, (-PAD, -PAD, -PAD, -PAD)) if self.autoregressive else buf
+        y_hat = F.pad(buf, (-PAD, -PAD, -PAD, -PAD))
         for h, w, g in cross:
             vec = table.get(g)
             if vec is None:
@@ -198,6 +188,63 @@ class LatentCoder:
                     "that was not decoded; expected its payload first")
             y_hat[0, :, h, w] = vec
         new = {g: y_hat[0, :, h, w].clone() for g, (h, w) in own.items()}
+        return y_hat, new
+
+    def _positions(self, seq: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raster indices of (new vectors, intra copies, cross copies) and, for intra copies,
+        the raster index of the new vector they copy."""
+        flat = seq.reshape(-1)
+        new_pos = np.flatnonzero(flat >= base)
+        first = {}
+        for p in new_pos.tolist():
+            first.setdefault(int(flat[p]), p)
+        is_new = np.array([first[int(flat[p])] == p for p in new_pos.tolist()], dtype=bool)
+        intra = new_pos[~is_new]
+        source = np.array([first[int(flat[p])] for p in intra.tolist()], dtype=np.int64)
+        return new_pos[is_new], np.stack([intra, source]), np.flatnonzero(flat < base)
+
+    def _encode_hyperprior(
+        self, params: torch.Tensor, seq: np.ndarray, base: int, new: torch.Tensor
+    ) -> tuple[bytes, torch.Tensor]:
+        """Scale hyperprior: no context, so all new vectors are coded in one call."""
+        gc = self.model.gaussian_conditional
+        c, hh, ww = params.shape[1:]
+        new_pos, (intra, source), _ = self._positions(seq, base)
+        idx = gc.build_indexes(params)[0].reshape(c, -1)[:, new_pos].T  # (n_new, C)
+        q = gc.quantize(new, "symbols")  # round(y): the plain codec's symbols
+        flat = torch.zeros((c, hh * ww))
+        flat[:, new_pos] = gc.dequantize(q).T
+        flat[:, intra] = flat[:, source]
+        enc = BufferedRansEncoder()
+        enc.encode_with_indexes(q.reshape(-1).tolist(), idx.reshape(-1).tolist(), self._cdf,
+                                self._cdf_lengths, self._offsets)
+        return enc.flush(), flat.reshape(1, c, hh, ww)
+
+    def _decode_hyperprior(
+        self, y_string: bytes, params: torch.Tensor, seq: np.ndarray, base: int,
+        table: Mapping[int, torch.Tensor], c: int,
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        gc = self.model.gaussian_conditional
+        hh, ww = seq.shape
+        new_pos, (intra, source), cross = self._positions(seq, base)
+        idx = gc.build_indexes(params)[0].reshape(c, -1)[:, new_pos].T
+        dec = RansDecoder()
+        dec.set_stream(y_string)
+        rv = dec.decode_stream(idx.reshape(-1).tolist(), self._cdf, self._cdf_lengths,
+                               self._offsets)
+        flat = torch.zeros((c, hh * ww))
+        flat[:, new_pos] = torch.Tensor(rv).reshape(len(new_pos), c).T
+        flat[:, intra] = flat[:, source]
+        seq_flat = seq.reshape(-1)
+        for p in cross.tolist():
+            vec = table.get(int(seq_flat[p]))
+            if vec is None:
+                raise MissingReferenceError(
+                    f"map position {p} copies vector {int(seq_flat[p])} of a higher-priority "
+                    "satellite that was not decoded; expected its payload first")
+            flat[:, p] = vec
+        y_hat = flat.reshape(1, c, hh, ww)
+        new = {int(seq_flat[p]): flat[:, p].clone() for p in new_pos.tolist()}
         return y_hat, new
 
     @torch.no_grad()

@@ -13,6 +13,7 @@ digest match is reused (`--force` retrains).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import sys
 import time
@@ -45,6 +46,8 @@ class TrainSettings:
     aux_lr: float = 1e-3
     seed: int = 0
     holdout_percent: int = 20
+    init_from: str | None = None  # weights.pt to warm-start from (e.g. the same arch, another
+    # lambda: the usual way to train a rate ladder in less time); its sha256 goes in provenance
 
 
 def _check(s: TrainSettings) -> None:
@@ -77,6 +80,13 @@ def train(settings: TrainSettings, images_dir: Path, log: Any = None) -> tuple[A
     train_paths, held = imgs.split(images_dir, settings.holdout_percent)
     pictures = [imgs.load_rgb(p) for p in train_paths]
     model = build_codec(settings.arch, settings.n, settings.m)
+    init_sha256 = None
+    if settings.init_from is not None:
+        init = Path(settings.init_from)
+        if not init.is_file():
+            raise CodecInputError(f"init_from={init}: file not found; expected a weights.pt")
+        init_sha256 = hashlib.sha256(init.read_bytes()).hexdigest()
+        model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
     model.train()
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
@@ -110,6 +120,7 @@ def train(settings: TrainSettings, images_dir: Path, log: Any = None) -> tuple[A
         "settings": asdict(settings),
         "arch": settings.arch, "n": settings.n, "m": settings.m, "lambda": settings.lmbda,
         "data_sha256": imgs.data_sha256(images_dir, train_paths),
+        "init_sha256": init_sha256,
         "train_images": len(train_paths), "held_out_images": len(held),
         "train_sets": list(imgs.TRAIN_SETS),
         "final_loss": float(mean[0]), "final_bpp": float(mean[1]), "final_mse": float(mean[2]),
@@ -146,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="warm-start every run from this weights.pt")
     p.add_argument("--force", action="store_true", help="retrain even when cached")
     args = p.parse_args(argv)
     import torch
@@ -158,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             for lmbda in args.lambdas:
                 s = TrainSettings(arch=arch, lmbda=lmbda, steps=args.steps, n=args.n, m=args.m,
                                   batch=args.batch, crop_px=args.crop_px, lr=args.lr,
-                                  seed=args.seed)
+                                  seed=args.seed,
+                                  init_from=str(args.init_from) if args.init_from else None)
                 if not args.force and is_cached(args.cache, s, digest):
                     print(f"{arch} lambda={lmbda:g}: cached", flush=True)
                     continue
