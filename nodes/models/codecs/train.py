@@ -7,7 +7,8 @@ papers: L = lambda * 255^2 * MSE + bpp, plus the entropy bottleneck's auxiliary 
 digest match is reused (`--force` retrains).
 
     python -m nodes.models.codecs.train --images DATA/images --cache .cache/models/codecs \
-        --arch bmshj2018-hyperprior --lambdas 0.0067 0.013 0.025 0.0483 --steps 300
+        --arch bmshj2018-hyperprior --lambdas 0.0067 0.013 0.025 0.0483 --steps 250 \
+        --warm-steps 80
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import hashlib
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,10 @@ def is_cached(cache_dir: Path, settings: TrainSettings, data_digest: str) -> boo
     except CachedCodecError:
         return False
     weights = store.entry_dir(cache_dir, settings.arch, settings.lmbda) / "weights.pt"
-    return (weights.is_file() and prov.get("settings") == asdict(settings)
+    # a record written before a setting existed holds that setting's default
+    defaults = {f.name: f.default for f in fields(TrainSettings) if f.default is not MISSING}
+    recorded = {**defaults, **prov.get("settings", {})}
+    return (weights.is_file() and recorded == asdict(settings)
             and prov.get("data_sha256") == data_digest)
 
 
@@ -159,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--init-from", type=Path, default=None,
                    help="warm-start every run from this weights.pt")
+    p.add_argument("--warm-steps", type=int, default=None,
+                   help="train the first lambda for --steps, then each next lambda for this many "
+                        "steps warm-started from the previous one (a rate ladder)")
     p.add_argument("--force", action="store_true", help="retrain even when cached")
     args = p.parse_args(argv)
     import torch
@@ -168,11 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         train_paths, _ = imgs.split(args.images)
         digest = imgs.data_sha256(args.images, train_paths)
         for arch in args.arch:
-            for lmbda in args.lambdas:
-                s = TrainSettings(arch=arch, lmbda=lmbda, steps=args.steps, n=args.n, m=args.m,
-                                  batch=args.batch, crop_px=args.crop_px, lr=args.lr,
-                                  seed=args.seed,
-                                  init_from=str(args.init_from) if args.init_from else None)
+            init = str(args.init_from) if args.init_from else None
+            for i, lmbda in enumerate(args.lambdas):
+                ladder = args.warm_steps is not None and i > 0
+                if ladder:  # warm-start from the previous lambda of the same architecture
+                    init = str(store.entry_dir(args.cache, arch, args.lambdas[i - 1])
+                               / "weights.pt")
+                s = TrainSettings(arch=arch, lmbda=lmbda,
+                                  steps=args.warm_steps if ladder else args.steps,
+                                  n=args.n, m=args.m, batch=args.batch, crop_px=args.crop_px,
+                                  lr=args.lr, seed=args.seed, init_from=init)
                 if not args.force and is_cached(args.cache, s, digest):
                     print(f"{arch} lambda={lmbda:g}: cached", flush=True)
                     continue
