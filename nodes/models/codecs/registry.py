@@ -45,7 +45,7 @@ def _cheng_attn(n: int, m: int) -> object:
 
 
 def _elic(n: int, m: int) -> object:
-    from compressai.models.sensetime import Elic2022Official
+    from compressai.models import Elic2022Official
 
     if m < 160:
         raise CodecInputError(
