@@ -28,7 +28,12 @@ import torch
 import torch.nn.functional as F
 from compressai.ans import BufferedRansEncoder, RansDecoder
 
-from nodes.dlrc.errors import DlrcConfigError, MissingReferenceError, UnsupportedCodecError
+from nodes.dlrc.errors import (
+    CorruptPayloadError,
+    DlrcConfigError,
+    MissingReferenceError,
+    UnsupportedCodecError,
+)
 from nodes.models.codecs.registry import codec_spec
 
 KERNEL = 5
@@ -48,6 +53,25 @@ class Analysis:
         """(H*W, C) float32 latent vectors in raster order."""
         c = self.y.shape[1]
         return self.y[0].reshape(c, -1).T.contiguous().numpy()
+
+
+def _rans_encode(symbols: list[int], indexes: list[int], cdf, lengths, offsets) -> bytes:
+    """One rANS stream; empty when nothing is new (CompressAI's coder crashes on empty input)."""
+    if not symbols:
+        return b""
+    enc = BufferedRansEncoder()
+    enc.encode_with_indexes(symbols, indexes, cdf, lengths, offsets)
+    return enc.flush()
+
+
+def _rans_decoder(y_string: bytes, n_new: int) -> RansDecoder:
+    """A decoder on the stream, after checking a stream exists when vectors are to be decoded."""
+    if n_new and not y_string:
+        raise CorruptPayloadError(f"latent bitstream is empty; the map asks for {n_new} vectors")
+    dec = RansDecoder()
+    if y_string:
+        dec.set_stream(y_string)
+    return dec
 
 
 class LatentCoder:
@@ -132,10 +156,8 @@ class LatentCoder:
                 elif g in own:
                     sh, sw = own[g]
                     buf[:, :, h + off, w + off] = buf[:, :, sh + off, sw + off]
-        enc = BufferedRansEncoder()
-        enc.encode_with_indexes(symbols, indexes, self._cdf, self._cdf_lengths, self._offsets)
         y_hat = F.pad(buf, (-PAD, -PAD, -PAD, -PAD))
-        return enc.flush(), y_hat
+        return _rans_encode(symbols, indexes, self._cdf, self._cdf_lengths, self._offsets), y_hat
 
     @torch.no_grad()
     def decode(
@@ -154,8 +176,7 @@ class LatentCoder:
         hh, ww = seq_map.shape
         if not self.autoregressive:
             return self._decode_hyperprior(y_string, params, seq_map, base, table, c)
-        dec = RansDecoder()
-        dec.set_stream(y_string)
+        dec = _rans_decoder(y_string, len(np.unique(seq_map[seq_map >= base])))
         own: dict[int, tuple[int, int]] = {}
         cross: list[tuple[int, int, int]] = []
         fresh = base
@@ -215,10 +236,9 @@ class LatentCoder:
         flat = torch.zeros((c, hh * ww))
         flat[:, new_pos] = gc.dequantize(q).T
         flat[:, intra] = flat[:, source]
-        enc = BufferedRansEncoder()
-        enc.encode_with_indexes(q.reshape(-1).tolist(), idx.reshape(-1).tolist(), self._cdf,
+        y_string = _rans_encode(q.reshape(-1).tolist(), idx.reshape(-1).tolist(), self._cdf,
                                 self._cdf_lengths, self._offsets)
-        return enc.flush(), flat.reshape(1, c, hh, ww)
+        return y_string, flat.reshape(1, c, hh, ww)
 
     def _decode_hyperprior(
         self, y_string: bytes, params: torch.Tensor, seq: np.ndarray, base: int,
@@ -228,12 +248,12 @@ class LatentCoder:
         hh, ww = seq.shape
         new_pos, (intra, source), cross = self._positions(seq, base)
         idx = gc.build_indexes(params)[0].reshape(c, -1)[:, new_pos].T
-        dec = RansDecoder()
-        dec.set_stream(y_string)
-        rv = dec.decode_stream(idx.reshape(-1).tolist(), self._cdf, self._cdf_lengths,
-                               self._offsets)
+        dec = _rans_decoder(y_string, len(new_pos))
         flat = torch.zeros((c, hh * ww))
-        flat[:, new_pos] = torch.Tensor(rv).reshape(len(new_pos), c).T
+        if len(new_pos):
+            rv = dec.decode_stream(idx.reshape(-1).tolist(), self._cdf, self._cdf_lengths,
+                                   self._offsets)
+            flat[:, new_pos] = torch.Tensor(rv).reshape(len(new_pos), c).T
         flat[:, intra] = flat[:, source]
         seq_flat = seq.reshape(-1)
         for p in cross.tolist():

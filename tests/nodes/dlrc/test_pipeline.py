@@ -141,3 +141,14 @@ def test_unsupported_codec_and_bad_image(untrained) -> None:
     coder = LatentCoder(untrained("bmshj2018-hyperprior"), "bmshj2018-hyperprior")
     with pytest.raises(DlrcConfigError, match="200x256 px; expected multiples of 64"):
         coder.analyse(torch.zeros((1, 3, 256, 200)))
+
+
+@pytest.mark.parametrize("codec", ["bmshj2018-hyperprior", "mbt2018"])
+def test_a_satellite_with_nothing_new_sends_an_empty_stream(codec: str, untrained,
+                                                            hr_image) -> None:
+    model = untrained(codec)
+    images = _overlapping(hr_image, [(0, 0), (0, 0)])  # two satellites see the same patch
+    payloads, arb, _ = run(model, codec, images, [1, 2])
+    assert arb.plans[2].n_new == 0
+    rec = GroundDecoder(model, codec).decode(payloads.values())
+    assert torch.equal(rec[2].y_hat, rec[1].y_hat) and torch.equal(rec[2].x_hat, rec[1].x_hat)
