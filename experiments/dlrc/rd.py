@@ -12,7 +12,7 @@ For each trained lambda it reports bpp (all bytes on the wire over all patches' 
 bpp is closest to DLRC's. It also times DLRC's on-board overhead (LSH + selection + arbitration +
 map coding) against the codec's own compress at 256 x 256.
 
-    python experiments/dlrc/rd.py --cache .cache/models/codecs --out experiments/dlrc/results
+    python experiments/dlrc/rd.py --arch bmshj2018-hyperprior --max-windows 6
 """
 
 from __future__ import annotations
@@ -128,9 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sats", type=int, default=8)
     p.add_argument("--max-windows", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=REPO / "experiments/dlrc/results")
+    p.add_argument("--out", type=Path, default=None,
+                   help="results folder (default experiments/dlrc/results/<arch>)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.out is None:
+        args.out = REPO / "experiments/dlrc/results" / args.arch
     args.out.mkdir(parents=True, exist_ok=True)
     rows, provenance = [], {}
     for o_exp in (2.0, 0.5):
