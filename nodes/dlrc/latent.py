@@ -115,7 +115,10 @@ class LatentCoder:
         z_hat = self.model.entropy_bottleneck.decompress([z_string], z_shape)
         return self.model.h_s(z_hat)
 
-    def _ar_params(self, buf: torch.Tensor, params: torch.Tensor, h: int, w: int):
+    def _ar_params(
+        self, buf: torch.Tensor, params: torch.Tensor, h: int, w: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale-table indexes, means) at (h, w) from the hyperprior and the 5x5 context."""
         m = self.model
         crop = buf[:, :, h:h + KERNEL, w:w + KERNEL]
         ctx = F.conv2d(crop, m.context_prediction.weight, bias=m.context_prediction.bias)

@@ -126,6 +126,10 @@ class GroundDecoder:
             if n_new != p.n_new:
                 raise CorruptPayloadError(
                     f"satellite {p.sat_id}: map has {n_new} new vectors; header says {p.n_new}")
+            if p.channels != self.coder.model.M:
+                raise CorruptPayloadError(
+                    f"satellite {p.sat_id}: {p.channels} latent channels; this ground's "
+                    f"{self.codec} has {self.coder.model.M}")
             params = self.coder.hyper_params(p.z_string, (p.z_h, p.z_w))
             if params.shape[-2:] != (p.latent_h, p.latent_w):
                 raise CorruptPayloadError(
