@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 DATA     ?= $(or $(TESTBED_DATA),../shared/data)
 
-.PHONY: setup run test bench lint clean vm-image models models-vlm
+.PHONY: setup run test bench lint clean vm-image models models-vlm models-codecs
 
 setup:
 	@bash scripts/setup.sh
@@ -30,8 +30,22 @@ lint: setup
 	$(PY) -m ruff check testbed netem controller nodes tests
 
 # Trained weights, cached with their provenance under .cache/models/ (rebuilt only when the
-# data or the settings change).
-models: models-vlm
+# data or the settings change). The codecs: the first lambda trains CODEC_STEPS steps, each
+# next one CODEC_WARM_STEPS steps warm-started from the previous (a rate ladder).
+CODEC_ARCHS      ?= bmshj2018-hyperprior
+CODEC_LAMBDAS    ?= 0.0067 0.013 0.025 0.0483
+CODEC_STEPS      ?= 250
+CODEC_WARM_STEPS ?= 80
+CODEC_CHANNELS   ?= 64
+CODEC_LR         ?= 1e-3
+
+models: models-vlm models-codecs
+
+models-codecs: setup
+	$(PY) -m nodes.models.codecs.train --images $(DATA)/images \
+	    --cache .cache/models/codecs --arch $(CODEC_ARCHS) --lambdas $(CODEC_LAMBDAS) \
+	    --steps $(CODEC_STEPS) --warm-steps $(CODEC_WARM_STEPS) --lr $(CODEC_LR) \
+	    --n $(CODEC_CHANNELS) --m $(CODEC_CHANNELS)
 
 models-vlm: setup
 	$(PY) -m nodes.models.vlm.train --data $(DATA)/images --out .cache/models/vlm

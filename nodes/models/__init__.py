@@ -1,4 +1,5 @@
-"""Model adapters run by node workloads: the VLM interface and its implementations.
+"""Model adapters run by node workloads: the VLM interface and its implementations, and the
+learned image codecs (`nodes.models.codecs`, imported as a subpackage).
 
 See nodes/models/README.md. Names are imported on first use, so importing `nodes.models` does not
 load torch or transformers; only the workloads that run a model pay for them.

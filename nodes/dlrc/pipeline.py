@@ -1,0 +1,160 @@
+"""DLRC end to end, in process: satellites' two encoding stages and the ground's reconstruction.
+
+    satellite:  x -> analyse (g_a, hyperprior, LSH, selector) -> signature list ----\
+                                                                      exchange (ISL) |
+    every satellite: arbitrate(all lists, priority order) -> its plan <-------------/
+    satellite:  encode(plan) -> payload bytes (header, z bitstream, y bitstream, LZMA map)
+    ground:     decode(payloads) in priority order -> x_hat per satellite
+
+The testbed's agents run the same calls on separate nodes; here they run in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from nodes.dlrc import mapcodec
+from nodes.dlrc.arbiter import Arbitration, SatellitePlan, arbitrate, global_map
+from nodes.dlrc.errors import CorruptPayloadError, DlrcConfigError
+from nodes.dlrc.latent import Analysis, LatentCoder
+from nodes.dlrc.lsh import CrossPolytopeLSH
+from nodes.dlrc.selector import Selection, select
+from nodes.dlrc.wire import SatellitePayload
+
+
+@dataclass(frozen=True)
+class DlrcConfig:
+    """Settings every satellite and the ground share."""
+
+    rounds: int = 20
+    seed: int = 0
+    representative: str = "original"  # or "mean"
+
+
+@dataclass
+class LocalResult:
+    """A satellite's first stage: what it keeps until the arbitration is known."""
+
+    sat_id: int
+    analysis: Analysis
+    signatures: np.ndarray  # (H*W,) int64 per position
+    selection: Selection
+    image_hw: tuple[int, int]
+
+    @property
+    def signature_list(self) -> np.ndarray:
+        """What the satellite sends to the others: unique signatures in spatial order."""
+        return self.selection.signatures
+
+
+class SatelliteEncoder:
+    """The on-board side for one codec."""
+
+    def __init__(self, model: Any, codec: str, config: DlrcConfig | None = None):
+        self.coder = LatentCoder(model, codec)
+        self.codec = codec
+        self.config = config or DlrcConfig()
+        self._lsh: CrossPolytopeLSH | None = None
+
+    def lsh(self, dim: int) -> CrossPolytopeLSH:
+        if self._lsh is None or self._lsh.dim != dim:
+            self._lsh = CrossPolytopeLSH(dim, self.config.rounds, self.config.seed)
+        return self._lsh
+
+    def analyse(self, sat_id: int, x: torch.Tensor) -> LocalResult:
+        """Stage 1: latent, hyperprior, signatures and local clusters."""
+        a = self.coder.analyse(x)
+        vecs = a.vectors()
+        sigs = self.lsh(vecs.shape[1]).signatures(vecs)
+        sel = select(sigs, vecs, self.config.representative)
+        return LocalResult(sat_id, a, sigs, sel, (int(x.shape[2]), int(x.shape[3])))
+
+    def encode(self, local: LocalResult, plan: SatellitePlan) -> tuple[bytes, torch.Tensor]:
+        """Stage 2: (payload bytes, encoder-side y_hat) for this satellite's plan."""
+        seq = global_map(local.selection.assignment, plan)
+        new_vectors = local.selection.rep_vectors[plan.kept]
+        y_string, y_hat = self.coder.encode(local.analysis, seq, plan.base, new_vectors)
+        _, c, hh, ww = local.analysis.y.shape
+        payload = SatellitePayload(
+            codec=self.codec, sat_id=local.sat_id, rank=plan.rank, base=plan.base,
+            n_new=plan.n_new, channels=c, latent_h=hh, latent_w=ww,
+            z_h=local.analysis.z_shape[0], z_w=local.analysis.z_shape[1],
+            image_h=local.image_hw[0], image_w=local.image_hw[1],
+            z_string=local.analysis.z_string, y_string=y_string,
+            map_blob=mapcodec.encode(seq, plan.base),
+            mean_representatives=self.config.representative == "mean",
+        )
+        return payload.to_bytes(), y_hat
+
+
+@dataclass
+class Reconstruction:
+    """What the ground rebuilt for one satellite."""
+
+    sat_id: int
+    y_hat: torch.Tensor
+    x_hat: torch.Tensor
+
+
+class GroundDecoder:
+    """The ground side for one codec: decodes satellites in priority order."""
+
+    def __init__(self, model: Any, codec: str):
+        self.coder = LatentCoder(model, codec)
+        self.codec = codec
+
+    def decode(self, payloads: Iterable[bytes]) -> dict[int, Reconstruction]:
+        """Rebuild every satellite's image; payloads may come in any order."""
+        parsed = sorted((SatellitePayload.from_bytes(p) for p in payloads), key=lambda p: p.rank)
+        table: dict[int, torch.Tensor] = {}
+        out: dict[int, Reconstruction] = {}
+        for rank, p in enumerate(parsed):
+            if p.codec != self.codec:
+                raise CorruptPayloadError(
+                    f"satellite {p.sat_id}: codec {p.codec!r}; this ground decodes {self.codec!r}")
+            if p.rank != rank or p.base != len(table):
+                raise CorruptPayloadError(
+                    f"satellite {p.sat_id}: rank {p.rank}, base {p.base}; expected rank {rank}, "
+                    f"base {len(table)} (payloads of every higher-priority satellite first)")
+            seq = mapcodec.decode(p.map_blob, p.latent_h * p.latent_w, p.base)
+            n_new = len(np.unique(seq[seq >= p.base]))
+            if n_new != p.n_new:
+                raise CorruptPayloadError(
+                    f"satellite {p.sat_id}: map has {n_new} new vectors; header says {p.n_new}")
+            if p.channels != self.coder.model.M:
+                raise CorruptPayloadError(
+                    f"satellite {p.sat_id}: {p.channels} latent channels; this ground's "
+                    f"{self.codec} has {self.coder.model.M}")
+            params = self.coder.hyper_params(p.z_string, (p.z_h, p.z_w))
+            if params.shape[-2:] != (p.latent_h, p.latent_w):
+                raise CorruptPayloadError(
+                    f"satellite {p.sat_id}: latent {p.latent_h}x{p.latent_w} does not match "
+                    f"hyperprior {p.z_h}x{p.z_w}")
+            y_hat, new = self.coder.decode(p.y_string, params,
+                                           seq.reshape(p.latent_h, p.latent_w), p.base, table,
+                                           p.channels)
+            table.update(new)
+            out[p.sat_id] = Reconstruction(p.sat_id, y_hat, self.coder.synthesise(y_hat))
+        return out
+
+
+def run(
+    model: Any,
+    codec: str,
+    images: Mapping[int, torch.Tensor],
+    order: list[int],
+    config: DlrcConfig | None = None,
+) -> tuple[dict[int, bytes], Arbitration, dict[int, LocalResult]]:
+    """All satellites' stages in one process: (payload bytes by satellite, arbitration, locals)."""
+    if sorted(order) != sorted(images):
+        raise DlrcConfigError(f"priority order {order}; expected each of {sorted(images)} once")
+    enc = SatelliteEncoder(model, codec, config)
+    locals_ = {sat: enc.analyse(sat, x) for sat, x in images.items()}
+    arb = arbitrate({sat: loc.signature_list for sat, loc in locals_.items()}, order)
+    payloads = {sat: enc.encode(locals_[sat], arb.plans[sat])[0] for sat in order}
+    return payloads, arb, locals_

@@ -1,0 +1,97 @@
+"""Codec registry, training split, trainer and weights cache (tiny settings, real images)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nodes.models.codecs import (
+    CachedCodecError,
+    CodecInputError,
+    UnknownCodecError,
+    codec_names,
+    codec_spec,
+)
+from nodes.models.codecs.images import is_held_out, split
+
+torch = pytest.importorskip("torch", reason="the codecs need the ml extra (torch)")
+pytest.importorskip("compressai", reason="the codecs need the ml extra (compressai==1.2.8)")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def test_registry_names_and_errors() -> None:
+    assert codec_names() == ["bmshj2018-hyperprior", "cheng2020-attn", "elic2022-official",
+                             "mbt2018"]
+    assert codec_spec("mbt2018").autoregressive and codec_spec("mbt2018").dlrc
+    assert not codec_spec("elic2022-official").dlrc
+    with pytest.raises(UnknownCodecError, match="unknown codec 'jpeg'; choose: bmshj2018"):
+        codec_spec("jpeg")
+
+
+@pytest.mark.parametrize(("name", "n", "m"), [("bmshj2018-hyperprior", 16, 24), ("mbt2018", 16, 16),
+                                              ("cheng2020-attn", 16, 16),
+                                              ("elic2022-official", 16, 160)])
+def test_untrained_codecs_round_trip(name: str, n: int, m: int) -> None:
+    from nodes.models.codecs import build_codec
+    from nodes.models.codecs.roundtrip import roundtrip
+
+    torch.manual_seed(0)
+    model = build_codec(name, n, m)
+    model.update(force=True)
+    model.eval()
+    x = torch.rand((1, 3, 64, 64))
+    out = roundtrip(model, x)
+    assert out.x_hat.shape == x.shape and out.nbytes > 0
+    assert float(out.x_hat.min()) >= 0.0 and float(out.x_hat.max()) <= 1.0
+
+
+def test_bad_channels() -> None:
+    from nodes.models.codecs import build_codec
+
+    with pytest.raises(CodecInputError, match="expected N == M"):
+        build_codec("cheng2020-attn", 16, 32)
+    with pytest.raises(CodecInputError, match="expected >= 8"):
+        build_codec("mbt2018", 4, 4)
+    with pytest.raises(CodecInputError, match="M >= 160"):
+        build_codec("elic2022-official", 16, 64)
+
+
+def test_split_is_by_image_and_stable(shared_data: Path) -> None:
+    images = shared_data / "images"
+    train, held = split(images)
+    assert train and held and not set(train) & set(held)
+    assert all(p.suffix == ".png" for p in train + held)
+    assert 0.1 < len(held) / (len(train) + len(held)) < 0.3
+    assert is_held_out(held[0].relative_to(images).as_posix())
+    assert split(images) == (train, held)
+
+
+def test_train_save_load_and_cache(shared_data: Path, tmp_path: Path) -> None:
+    from nodes.models.codecs import store
+    from nodes.models.codecs.train import TrainSettings, is_cached, main, train
+
+    s = TrainSettings(arch="bmshj2018-hyperprior", lmbda=0.013, steps=2, n=16, m=16, batch=1,
+                      crop_px=64)
+    model, prov = train(s, shared_data / "images")
+    assert prov["settings"]["steps"] == 2
+    assert len(prov["data_sha256"]) == 64 and prov["final_loss"] > 0
+    folder = store.save(model, tmp_path, s.arch, s.lmbda, prov)
+    assert folder.name == "bmshj2018-hyperprior-0.013"
+    assert json.loads((folder / "provenance.json").read_text())["lambda"] == pytest.approx(0.013)
+    assert is_cached(tmp_path, s, prov["data_sha256"])
+    assert not is_cached(tmp_path, s, "0" * 64)
+    loaded, _ = store.load(tmp_path, s.arch, s.lmbda)
+    x = torch.rand((1, 3, 64, 64))
+    with torch.no_grad():
+        a, b = model.compress(x), loaded.compress(x)
+    assert a["strings"] == b["strings"]
+    with pytest.raises(CachedCodecError, match="make models-codecs"):
+        store.load(tmp_path, s.arch, 0.0483)
+    assert main(["--images", str(shared_data / "images"), "--cache", str(tmp_path),
+                 "--crop-px", "100"]) == 2
