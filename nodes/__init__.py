@@ -7,8 +7,7 @@ for the client's HTTP stack, and one agent per node stays small.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nodes.lazy import lazy_exports
 
 _EXPORTS = {
     "nodes.auth": ("read_token_file",),
@@ -30,19 +29,4 @@ _EXPORTS = {
     "nodes.workloads": ("RESULT_KEYS", "NodeContext", "Role", "Workload", "WorkloadState",
                         "create_workload", "register_workload", "workload_kinds"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nodes' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -6,8 +6,7 @@ modules that need them (`nodes.dlrc.latent`, `nodes.dlrc.pipeline`).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nodes.lazy import lazy_exports
 
 _EXPORTS = {
     "nodes.dlrc.errors": ("CorruptPayloadError", "DlrcConfigError", "DlrcError",
@@ -22,19 +21,4 @@ _EXPORTS = {
     "nodes.dlrc.pipeline": ("DlrcConfig", "GroundDecoder", "LocalResult", "Reconstruction",
                             "SatelliteEncoder", "run"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nodes.dlrc' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -7,8 +7,7 @@ load torch or transformers; only the workloads that run a model pay for them.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nodes.lazy import lazy_exports
 
 _EXPORTS = {
     "nodes.models.errors": ("DatasetError", "ModelConfigError", "ModelError",
@@ -16,19 +15,4 @@ _EXPORTS = {
     "nodes.models.vlm": ("Generation", "HFQwen2VL", "SmallVLM", "VisionLanguageModel",
                          "build_qwen2_tokenizer", "build_tiny_qwen2vl", "qwen_tiktoken_path"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nodes.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

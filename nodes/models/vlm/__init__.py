@@ -5,8 +5,7 @@ Names are imported on first use (transformers loads only for the Qwen2-VL adapte
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nodes.lazy import lazy_exports
 
 _EXPORTS = {
     "nodes.models.vlm.base": ("Generation", "VisionLanguageModel"),
@@ -17,19 +16,4 @@ _EXPORTS = {
     "nodes.models.vlm.qwen_tokenizer": ("build_qwen2_tokenizer", "qwen_tiktoken_path"),
     "nodes.models.vlm.tiny_qwen2vl": ("build_tiny_qwen2vl", "tiny_qwen2vl_config"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nodes.models.vlm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
