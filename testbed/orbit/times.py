@@ -26,8 +26,8 @@ TimeLike = datetime | np.datetime64 | str
 def as_datetime64(value: TimeLike) -> np.datetime64:
     """One UTC instant as datetime64[ns]; naive datetimes and strings are read as UTC.
 
-    >>> as_datetime64("2024-07-16T00:00:00Z")
-    np.datetime64('2024-07-16T00:00:00.000000000')
+    >>> str(as_datetime64("2024-07-16T00:00:00Z"))
+    '2024-07-16T00:00:00.000000000'
     """
     if isinstance(value, np.datetime64):
         return value.astype("datetime64[ns]")
@@ -66,8 +66,8 @@ def as_times(values: Iterable[TimeLike] | np.ndarray | TimeLike) -> np.ndarray:
 def time_grid(start: TimeLike, step_s: float, count: int) -> np.ndarray:
     """`count` instants from `start` every `step_s` seconds, as datetime64[ns].
 
-    >>> time_grid("2024-07-16T00:00:00", 30.0, 3)[-1]
-    np.datetime64('2024-07-16T00:01:00.000000000')
+    >>> str(time_grid("2024-07-16T00:00:00", 30.0, 3)[-1])
+    '2024-07-16T00:01:00.000000000'
     """
     if not step_s > 0:
         raise InputError(f"step_s={step_s}, expected > 0", field="step_s")

@@ -88,8 +88,8 @@ def _cpu_s() -> float:
 def test_bench_exporter_and_prometheus_at_1000_nodes(tmp_path: Path) -> None:
     require_binary("prometheus")
     path = tmp_path / "k.yaml"
-    path.write_text(SMALL.format(name="obs-bench-1000", duration=60, speed=1.0,
-                                 out=tmp_path / "runs")
+    path.write_text(SMALL.format(isl="", agents="on-demand", name="obs-bench-1000",
+                                 duration=60, speed=1.0, out=tmp_path / "runs")
                     .replace("planes: 3, per_plane: 9", "planes: 40, per_plane: 25"))
     scenario = load_scenario(path)
     constellation = resolve_constellation(scenario)
@@ -173,8 +173,8 @@ def test_bench_on_instant_cost(tmp_path: Path) -> None:
 def test_bench_clock_lateness_with_observers(tmp_path: Path, unique_prefix: str) -> None:
     require_binary("prometheus", "ovs-vsctl")
     path = tmp_path / "clock.yaml"
-    path.write_text(SMALL.format(name=f"obsclk-{unique_prefix}", duration=3600, speed=1.0,
-                                 out=tmp_path / "runs"))
+    path.write_text(SMALL.format(isl="", agents="on-demand", name=f"obsclk-{unique_prefix}",
+                                 duration=3600, speed=1.0, out=tmp_path / "runs"))
     prep = prepare(path)
     rows = []
     with Ledger(prep.run_dir.ledger) as ledger:

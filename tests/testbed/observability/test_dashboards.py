@@ -60,7 +60,8 @@ def test_unknown_family_in_a_panel_is_an_error() -> None:
 
 def test_cli_export_writes_grafanas_provisioning_layout(tmp_path: Path) -> None:
     scenario = tmp_path / "s.yaml"
-    scenario.write_text(SMALL.format(name="layout-demo", duration=10, speed=1, out=tmp_path))
+    scenario.write_text(SMALL.format(
+        isl="", agents="on-demand", name="layout-demo", duration=10, speed=1, out=tmp_path))
     out = tmp_path / "grafana"
     assert main(["dashboards", "export", str(scenario), str(out),
                  "--prometheus-url", "http://prom:9090"]) == 0

@@ -38,9 +38,10 @@ RATE_WINDOW = "5s"  # what Grafana's $__rate_interval becomes with a 1 s scrape
 
 def _scenario(tmp_path: Path, prefix: str) -> Path:
     path = tmp_path / "obs.yaml"
-    text = SMALL.format(name=f"obs-{prefix}", duration=DURATION_S, speed=1.0,
+    text = SMALL.format(
+        isl="", agents="on-demand", name=f"obs-{prefix}", duration=DURATION_S, speed=1.0,
                         out=tmp_path / "runs")
-    path.write_text(text + "nodes: {agents: on-demand}\n")
+    path.write_text(text)
     return path
 
 

@@ -17,7 +17,8 @@ from tests.testbed.lifecycle.conftest import SMALL
 
 def _timeline(tmp_path: Path, duration_s: int):
     path = tmp_path / "s.yaml"
-    path.write_text(SMALL.format(name="annot", duration=duration_s, speed=1, out=tmp_path))
+    path.write_text(SMALL.format(
+        isl="", agents="on-demand", name="annot", duration=duration_s, speed=1, out=tmp_path))
     scenario = load_scenario(path)
     timeline, _ = build_timeline(scenario, resolve_constellation(scenario))
     return scenario, timeline

@@ -79,7 +79,8 @@ def test_prometheus_scrapes_the_exporter_and_serves_the_tsdb_after(tmp_path: Pat
 def test_scenario_prometheus_external_needs_a_url(tmp_path: Path) -> None:
     from tests.testbed.lifecycle.conftest import SMALL
 
-    text = SMALL.format(name="p", duration=10, speed=1, out=tmp_path)
+    text = SMALL.format(
+        isl="", agents="on-demand", name="p", duration=10, speed=1, out=tmp_path)
     path = tmp_path / "s.yaml"
     path.write_text(text + "backend: {prometheus: external}\n")
     with pytest.raises(ScenarioError, match="prometheus_url"):
