@@ -123,7 +123,9 @@ def vm_net(guest_image, ovs_daemon: Runner, tmp_path_factory: pytest.TempPathFac
     agents = {n: ["python3", "-m", "nodes.agent", "--name", n, "--role", "satellite",
                   "--mgmt-listen", f"{plan.node(n).mgmt_ip}:{AGENT_PORT}",
                   "--data-ip", plan.node(n).data_ip,
-                  "--results", "/var/lib/testbed/run/results"] for n in ("sat0", "sat1")}
+                  "--results", "/var/lib/testbed/run/results",
+                  "--insecure-no-token"]  # the run's token: test_libvirt_run.py
+              for n in ("sat0", "sat1")}
     vms = LibvirtBackend(runner, ledger, plan, run_dir, cache_dir(), image=guest_image,
                          agents=agents, guest_files={"sat0": {"/etc/testbed/token": b"s3cret\n"}})
     gs = NetnsBackend(runner, ledger, plan)
