@@ -20,6 +20,7 @@ import pytest
 
 from nodes import client
 from testbed.backends import NetnsBackend
+from testbed.backends.base import NodeProcess
 from testbed.cgroups import Budget, CgroupManager, detect_hierarchy
 from testbed.fabric import (
     AddressPlan,
@@ -85,6 +86,7 @@ def test_bench_up(runner: Runner, planes: int, per_plane: int, tmp_path: Path,
     backend = NetnsBackend(runner, ledger, plan, cgroups=cgroups)
     budgets = {x.name: Budget(cpu_cores=0.5, memory_bytes=512 << 20) for x in plan.nodes}
     phases: dict[str, float] = {}
+    procs: list[NodeProcess] = []
     mem0 = mem_available_kb()
     t0 = time.monotonic()
     try:
@@ -111,10 +113,13 @@ def test_bench_up(runner: Runner, planes: int, per_plane: int, tmp_path: Path,
             done = subprocess.run(["ping", "-n", "-c", "1", "-W", "2", node.mgmt_ip],
                                   capture_output=True, text=True, timeout=10)
             assert done.returncode == 0, f"{node.name}: {done.stdout}"
-        agents = _agents(backend, plan, tmp_path) if n == AGENTS_AT else None
+        agents = _agents(backend, plan, tmp_path, procs) if n == AGENTS_AT else None
     finally:
         report = teardown(ledger, runner)
         ledger.close()
+        for proc in procs:  # reap the agents teardown stopped
+            if proc.popen is not None:
+                proc.popen.wait(timeout=10)
     assert report.ok, report.summary()
     down_s = report.elapsed_s
     target_up_s = TARGET_S_PER_1000 * n / 1000
@@ -138,15 +143,17 @@ def test_bench_up(runner: Runner, planes: int, per_plane: int, tmp_path: Path,
     assert up_s < target_up_s * 3, f"{up_s:.1f} s is far over the {target_up_s:.0f} s target"
 
 
-def _agents(backend: NetnsBackend, plan: AddressPlan, folder: Path) -> tuple[float, float]:
-    """Start every node's agent with the run's token, wait until all answer; seconds taken
-    and host memory per node they added."""
+def _agents(backend: NetnsBackend, plan: AddressPlan, folder: Path,
+            procs: list[NodeProcess]) -> tuple[float, float]:
+    """Start every node's agent with the run's token (into `procs`), wait until all answer;
+    seconds taken and host memory per node they added."""
     backend.token_file = write_token(folder)
     mem1 = mem_available_kb()
     t = time.monotonic()
     for x in plan.nodes:
-        backend.spawn(x.name, backend.agent_argv(x.name, mgmt_port=AGENT_PORT, results=folder),
-                      log_path=folder / f"agent-{x.name}.log")
+        procs.append(backend.spawn(
+            x.name, backend.agent_argv(x.name, mgmt_port=AGENT_PORT, results=folder),
+            log_path=folder / f"agent-{x.name}.log"))
     map_nodes(lambda name: client.wait_healthy(f"{plan.node(name).mgmt_ip}:{AGENT_PORT}",
                                                timeout_s=300), [x.name for x in plan.nodes])
     agents_s = time.monotonic() - t
