@@ -174,12 +174,30 @@ class Metrics:
         with self._lock:
             return sum(self._values[name].values())
 
-    def render(self) -> str:
-        """The Prometheus text exposition of every family (families without samples: header)."""
-        lines: list[str] = []
+    def _snapshot(self) -> tuple[dict[str, Family], dict[str, dict[tuple[str, ...], float]]]:
         with self._lock:
-            snapshot = {name: dict(series) for name, series in self._values.items()}
-            families = dict(self._families)
+            return (dict(self._families),
+                    {name: dict(series) for name, series in self._values.items()})
+
+    def render(self) -> str:
+        """The Prometheus text exposition of every family (families without samples: header).
+
+        Rendered by prometheus-client where it is installed (the testbed's own agents); a board
+        that runs the agent with the standard library alone gets the same families from the
+        built-in writer (`render_text`)."""
+        families, snapshot = self._snapshot()
+        try:
+            from prometheus_client import CollectorRegistry, generate_latest
+        except ImportError:
+            return self.render_text()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_SnapshotCollector(self._const, families, snapshot))
+        return generate_latest(registry).decode()
+
+    def render_text(self) -> str:
+        """The exposition written by this module alone (standard library only)."""
+        families, snapshot = self._snapshot()
+        lines: list[str] = []
         for name, family in families.items():
             lines.append(f"# HELP {name} {family.help}")
             lines.append(f"# TYPE {name} {family.kind}")
@@ -192,3 +210,27 @@ class Metrics:
                 label_part = f"{{{label_text}}}" if label_text else ""
                 lines.append(f"{name}{label_part} {_format_value(series[key])}")
         return "\n".join(lines) + "\n"
+
+
+class _SnapshotCollector:
+    """One scrape's samples as prometheus-client metric families."""
+
+    def __init__(self, const: Mapping[str, str], families: Mapping[str, Family],
+                 snapshot: Mapping[str, Mapping[tuple[str, ...], float]]) -> None:
+        self._const = dict(const)
+        self._families = families
+        self._snapshot = snapshot
+
+    def collect(self):  # noqa: ANN201 -- prometheus-client's collector protocol
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        for name, family in self._families.items():
+            kind = CounterMetricFamily if family.kind == "counter" else GaugeMetricFamily
+            labels = [*self._const, *family.labels]
+            out = kind(name, family.help, labels=labels)
+            series = self._snapshot[name]
+            if not family.labels and not series:
+                series = {(): 0}
+            for key in sorted(series):
+                out.add_metric([*self._const.values(), *key], series[key])
+            yield out

@@ -1,4 +1,5 @@
-"""The hand-written Prometheus exposition, checked by Prometheus' own `promtool`."""
+"""The node's Prometheus exposition: prometheus-client's where installed, the standard-library
+writer otherwise (boards that run the agent alone); both checked by Prometheus' `promtool`."""
 
 from __future__ import annotations
 
@@ -21,20 +22,42 @@ def filled() -> Metrics:
     return m
 
 
-def test_values_labels_and_escaping() -> None:
-    text = filled().render()
-    assert 'leo_node_bytes_sent_total{node="sat1",peer="10.0.0.1:7000"} 2000\n' in text
-    assert 'leo_node_uptime_seconds{node="sat1"} 12.5\n' in text
+def sample(text: str, series: str) -> float:
+    """The value of the sample whose name and labels are `series` (e.g. 'x{a="b"}')."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split(" ")[1])
+    raise AssertionError(f"no sample {series} in:\n{text}")
+
+
+RENDERERS = [pytest.param(Metrics.render, id="prometheus-client"),
+             pytest.param(Metrics.render_text, id="standard-library")]
+
+
+@pytest.mark.parametrize("render", RENDERERS)
+def test_values_labels_and_escaping(render) -> None:  # noqa: ANN001
+    text = render(filled())
+    assert sample(text, 'leo_node_bytes_sent_total{node="sat1",peer="10.0.0.1:7000"}') == 2000
+    assert sample(text, 'leo_node_uptime_seconds{node="sat1"}') == 12.5
     assert r'peer="we\"ird\\na\nme"' in text
     assert "# TYPE leo_node_bytes_sent_total counter\n" in text
     # an unlabelled family with no sample still exposes 0; a labelled one only its header
-    assert 'leo_node_uptime_seconds{node="x"} 0\n' in Metrics({"node": "x"}).render()
+    assert sample(render(Metrics({"node": "x"})), 'leo_node_uptime_seconds{node="x"}') == 0
 
 
-def test_promtool_accepts_the_exposition() -> None:
+def test_the_agent_renders_with_prometheus_client_where_installed() -> None:
+    pytest.importorskip("prometheus_client", reason="prometheus-client not installed")
+    m = filled()
+    assert m.render() != m.render_text()  # not the fallback
+    assert sample(m.render(), 'leo_node_bytes_sent_total{node="sat1",peer="10.0.0.1:7000"}') \
+        == sample(m.render_text(), 'leo_node_bytes_sent_total{node="sat1",peer="10.0.0.1:7000"}')
+
+
+@pytest.mark.parametrize("render", RENDERERS)
+def test_promtool_accepts_the_exposition(render) -> None:  # noqa: ANN001
     if shutil.which("promtool") is None:
         pytest.skip("binary 'promtool' not found on PATH (Debian package prometheus)")
-    proc = subprocess.run(["promtool", "check", "metrics"], input=filled().render(),
+    proc = subprocess.run(["promtool", "check", "metrics"], input=render(filled()),
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "" and proc.stderr.strip() == ""  # not even lint warnings
@@ -62,8 +85,8 @@ def test_declared_workload_family_renders_and_passes_promtool() -> None:
     m.inc("leo_dlrc_tiles_sent_total", 3, peer="gs")
     m.set("leo_vlm_answer_seconds", 0.25)
     text = m.render()
-    assert 'leo_dlrc_tiles_sent_total{node="sat1",peer="gs"} 3\n' in text
-    assert 'leo_vlm_answer_seconds{node="sat1"} 0.25\n' in text
+    assert sample(text, 'leo_dlrc_tiles_sent_total{node="sat1",peer="gs"}') == 3
+    assert sample(text, 'leo_vlm_answer_seconds{node="sat1"}') == 0.25
     assert [f.name for f in m.families()][-2:] == ["leo_dlrc_tiles_sent_total",
                                                      "leo_vlm_answer_seconds"]
     if shutil.which("promtool") is not None:
