@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netem.errors import UnsupportedError
 from netem.player import MonotonicClock
+from netem.probe import probe_capabilities
 from testbed.constellation import resolve_constellation
 from testbed.errors import InputError, TestbedError
 from testbed.ledger import Ledger, TeardownReport, retire_ledger, teardown
@@ -133,6 +135,7 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
     if update:
         scenario = Scenario.model_validate({**scenario.model_dump(), **update})
     inventory = _load_inventory(scenario, scenario_path)
+    _probe_kernel_now()
     constellation = resolve_constellation(scenario)
     timeline, _ = build_timeline(scenario, constellation, progress)
     run_dir = run_dir_for(scenario)
@@ -143,6 +146,16 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
         extra={"timeline_events": len(timeline.events)}))
     write_outputs(scenario, timeline, run_dir, progress)
     return Prepared(scenario_path, scenario, timeline, run_dir, leftovers, inventory)
+
+
+def _probe_kernel_now() -> None:
+    """Probe the kernel's qdiscs (which shaper ISLs get) before any thread of the run exists:
+    the probe's netlink helper forks, and a fork beside running threads (the metrics exporter,
+    Prometheus' watcher) can deadlock. The result is cached for the process."""
+    try:
+        probe_capabilities()
+    except UnsupportedError:
+        pass  # not root: `up` says so with its own error
 
 
 def _load_inventory(scenario: Scenario, scenario_path: Path) -> object:

@@ -47,11 +47,22 @@ def test_job_runs_on_demand_agents_across_a_shaped_isl(small_scenario, tmp_path:
     scenario = load_scenario(path)
     run_dir = Path(scenario.outputs.dir) / scenario.name
     prefix = run_prefix(scenario.name)
-    up = subprocess.Popen([sys.executable, "-m", "testbed.cli.main", "up", str(path)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True)
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        up = subprocess.Popen([sys.executable, "-m", "testbed.cli.main", "up", str(path)],
+                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait((run_dir / "status.json").exists, 120, "status.json")
+        def live() -> bool:
+            if up.poll() is not None:
+                raise AssertionError(f"`testbed up` exited with {up.returncode}:\n"
+                                     + log.read_text(errors="replace")[-3000:])
+            return (run_dir / "status.json").exists()
+
+        try:
+            _wait(live, 240, "status.json")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- up.log ---\n"
+                                 + log.read_text(errors="replace")[-3000:]) from None
         token = read_token(run_dir)
         assert oct((run_dir / "agent.token").stat().st_mode & 0o777) == "0o600"
         live = request(run_dir / "control.sock", {"op": "status"})
