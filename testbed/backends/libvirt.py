@@ -204,19 +204,10 @@ class LibvirtBackend:
     # --- management network ------------------------------------------------------------------
 
     def create_management(self) -> None:
-        """The run's management Linux bridge with the gateway address (as netns makes it)."""
-        from testbed.fabric.netlink import iproute
+        """The run's management Linux bridge with the gateway address (shared with netns)."""
+        from testbed.backends.mgmt import create_management_bridge
 
-        p = self.plan
-        self.ledger.record("link", p.mgmt_bridge, role="mgmt-bridge")
-        with iproute(None) as ipr:
-            if not ipr.link_lookup(ifname=p.mgmt_bridge):
-                ipr.link("add", ifname=p.mgmt_bridge, kind="bridge")
-            idx = ipr.link_lookup(ifname=p.mgmt_bridge)[0]
-            prefixlen = int(p.mgmt_subnet.split("/")[1])
-            if not ipr.get_addr(index=idx, address=p.mgmt_gateway_ip):
-                ipr.addr("add", index=idx, address=p.mgmt_gateway_ip, prefixlen=prefixlen)
-            ipr.link("set", index=idx, state="up")
+        create_management_bridge(self.plan, self.ledger)
 
     # --- nodes -------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from testbed.backends.base import (
     NodeBackendError,
     NodeProcess,
 )
+from testbed.backends.mgmt import create_management_bridge
 from testbed.cgroups import Budget, CgroupManager, NodeCgroup, detect_hierarchy
 from testbed.errors import SystemRequirementError
 from testbed.fabric.addressing import AddressPlan, NodeAddress
@@ -37,7 +38,6 @@ from testbed.fabric.netlink import (
     encode_neighbours,
     ifindex,
     in_netns,
-    iproute,
     neighbour_batch,
     netns_exists,
     netns_path,
@@ -99,16 +99,7 @@ class NetnsBackend:
 
     def create_management(self) -> None:
         """The management Linux bridge in the root namespace, with the gateway address."""
-        p = self.plan
-        self.ledger.record("link", p.mgmt_bridge, role="mgmt-bridge")
-        with iproute(None) as ipr:
-            if not ipr.link_lookup(ifname=p.mgmt_bridge):
-                ipr.link("add", ifname=p.mgmt_bridge, kind="bridge")
-            idx = ipr.link_lookup(ifname=p.mgmt_bridge)[0]
-            prefixlen = int(p.mgmt_subnet.split("/")[1])
-            if not ipr.get_addr(index=idx, address=p.mgmt_gateway_ip):
-                ipr.addr("add", index=idx, address=p.mgmt_gateway_ip, prefixlen=prefixlen)
-            ipr.link("set", index=idx, state="up")
+        create_management_bridge(self.plan, self.ledger)
 
     # --- nodes -------------------------------------------------------------------------------
 

@@ -29,7 +29,6 @@ from testbed.timeline.model import LinkEvent
 
 FAULT_OPS = ("cut-link", "kill-node", "restart-controller")
 DROP_KEYS = ("dropped_queue", "dropped_loss", "dropped_tx", "rx_kernel_drops")
-KILL_WAIT_S = 5.0
 """How long a SIGKILLed process may take to disappear before the kill counts as failed."""
 RESTORE_JOIN_S = 90.0
 """How long closing waits for a restore already under way (agent start, route install)."""

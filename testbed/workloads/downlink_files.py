@@ -203,12 +203,19 @@ class DownlinkFiles(OrchestratorWorkload):
         return fault_losses(self.ground_events, node, t0_ns, t1_ns, self._planned(node))
 
     def _planned(self, node: str | None) -> list[tuple[str, int]] | None:
-        if node is None or node == self._ground() or int(self.sat_opts.get("loops", 1)) != 1:
+        if node is None or node == self._ground():
+            return None
+        return self._planned_files()
+
+    def _planned_files(self) -> list[tuple[str, int]] | None:
+        """(name, size) of every file one satellite sends once (None with `loops` != 1 or an
+        unreadable source)."""
+        if int(self.sat_opts.get("loops", 1)) != 1:
             return None
         try:
             files = list_files(Path(str(self.sat_opts["source"])),
                                str(self.sat_opts.get("pattern", "*.png")))
-        except NodeError:
+        except (NodeError, KeyError):
             return None
         return [(f.name, f.stat().st_size) for f in files]
 
@@ -245,7 +252,8 @@ class DownlinkFiles(OrchestratorWorkload):
         self.ground_events = [*self.ground_history, *events]  # type: ignore[list-item]
         received = sender_tallies(self.ground_events)
         capacity_bps = self._downlink_capacity_bps()
-        planned = self._planned_count()
+        files = self._planned_files()
+        planned = len(files) if files is not None else None
         speed = self.prep.scenario.speed
         contact = {sat: s / speed for sat, s in contact_seconds(
             self.prep.timeline, int(self.prep.scenario.duration_s * 1e9)).items()}
@@ -276,15 +284,6 @@ class DownlinkFiles(OrchestratorWorkload):
                 "note": "goodput = bytes delivered / time the satellite's transfers were "
                         "active (first byte to last ack, overlapping transfers counted once); "
                         f"satellites send to {gs}"}
-
-    def _planned_count(self) -> int | None:
-        if int(self.sat_opts.get("loops", 1)) != 1:
-            return None
-        try:
-            return len(list_files(Path(str(self.sat_opts["source"])),
-                                  str(self.sat_opts.get("pattern", "*.png"))))
-        except (NodeError, KeyError):
-            return None
 
     def _downlink_capacity_bps(self) -> float:
         """Programmed mean downlink capacity: the trace's (as the network plays it), or the
