@@ -44,8 +44,9 @@ from nodes.models.vlm.data import (
 
 __all__ = ["CAPTION_PROMPT", "CELLS", "CLASSIFY_PROMPT", "COLOURS", "COUNT_PROMPT", "FAMILIES",
            "POSITION_PHRASES", "REFER_TEMPLATE", "SKYMOE_TASKS", "RefExpr", "cell_of",
-           "conversation", "load_skymoe_samples", "normalise_answer", "parse_count",
-           "parse_refer", "referring_expressions", "sample_objects", "score", "task_family"]
+           "conversation", "is_unambiguous", "load_skymoe_samples", "matches",
+           "normalise_answer", "parse_count", "parse_refer", "referring_expressions",
+           "sample_objects", "score", "task_family"]
 
 SKYMOE_TASKS = ("rsvqa-lr", "rsvqa-hr", "eurosat-rgb", "ucmerced", "neon-count", "neon-grounding")
 FAMILIES = ("vqa", "classification", "counting", "grounding", "captioning")
