@@ -17,7 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["BOX_SCALE", "Box", "box_area", "format_box", "format_boxes", "iou", "parse_boxes"]
+__all__ = ["BOX_SCALE", "Box", "box_area", "detection_f1", "format_box", "format_boxes", "iou",
+           "match_boxes", "parse_boxes"]
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 BOX_SCALE = 100
@@ -65,3 +66,28 @@ def iou(a: Box, b: Box) -> float:
     inter = box_area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
     union = box_area(a) + box_area(b) - inter
     return inter / union if union > 0 else 0.0
+
+
+def match_boxes(predicted: Sequence[Box], truth: Sequence[Box], threshold: float = 0.5
+                ) -> tuple[int, int, int]:
+    """Greedy one-to-one matching, highest IoU first: (true positives, false positives, false
+    negatives) at IoU >= `threshold`."""
+    pairs = sorted(((iou(p, t), i, j) for i, p in enumerate(predicted)
+                    for j, t in enumerate(truth)), reverse=True)
+    used_p: set[int] = set()
+    used_t: set[int] = set()
+    for value, i, j in pairs:
+        if value < threshold:
+            break
+        if i not in used_p and j not in used_t:
+            used_p.add(i)
+            used_t.add(j)
+    tp = len(used_p)
+    return tp, len(predicted) - tp, len(truth) - tp
+
+
+def detection_f1(predicted_text: str, truth_text: str, threshold: float = 0.5) -> float:
+    """F1 of the boxes written in a predicted answer against the true answer's boxes (1.0 when
+    both have none, as for a tile without trees answered `none`)."""
+    tp, fp, fn = match_boxes(parse_boxes(predicted_text), parse_boxes(truth_text), threshold)
+    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
