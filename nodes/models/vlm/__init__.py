@@ -10,6 +10,9 @@ from nodes.lazy import lazy_exports
 _EXPORTS = {
     "nodes.models.vlm.base": ("Generation", "VisionLanguageModel"),
     "nodes.models.vlm.data": ("SPLITS", "TASKS", "Sample", "load_samples", "select_split"),
+    "nodes.models.vlm.boxes": ("detection_f1", "format_box", "format_boxes", "iou",
+                               "parse_boxes"),
+    "nodes.models.vlm.lab_datasets": ("load_dota", "load_resisc45", "read_dota_labels"),
     "nodes.models.vlm.small": ("SmallVLM", "SmallVLMConfig", "SmallVLMNet", "load_image",
                                "preset"),
     "nodes.models.vlm.hf_qwen2vl": ("HFQwen2VL",),

@@ -197,3 +197,21 @@ def test_majority_baseline_and_summary() -> None:
     assert table["neon-count/counting"]["mae"] == pytest.approx(2.0)
     with pytest.raises(ValueError, match="no training sample of task 'eurosat-rgb'"):
         majority_baseline(train, [_s("eurosat-rgb", "forest", "class")])
+
+
+def test_baseline_command(shared_data: Path, tmp_path: Path, capsys) -> None:
+    from nodes.skymoe.baseline import main
+
+    images = shared_data / "images"
+    if not (images / "ucmerced").is_dir():
+        pytest.skip(f"no ucmerced folder in {images}")
+    out = tmp_path / "baseline.json"
+    assert main(["--images", str(images), "--tasks", "ucmerced", "neon-count",
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ucmerced/classification" in printed and "neon-count/counting" in printed
+    import json
+
+    table = json.loads(out.read_text())["table"]
+    assert 0 <= table["ucmerced/classification"]["accuracy"] < 0.2   # 21 balanced classes
+    assert table["neon-count/counting"]["mae"] > 0
