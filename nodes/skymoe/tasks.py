@@ -232,6 +232,29 @@ def _neon_count(root: Path) -> list[Sample]:
     return out
 
 
+def _diverse(cands: list[tuple[RefExpr, int]], k: int, rng: random.Random
+             ) -> list[tuple[RefExpr, int]]:
+    """Up to `k` expressions taken round-robin over their kinds (so the rare alive/dead ones are
+    kept), each turn preferring a tree not named yet."""
+    by_kind: dict[str, list[tuple[RefExpr, int]]] = {}
+    for cand in cands:
+        by_kind.setdefault(cand[0].kind(), []).append(cand)
+    order = sorted(by_kind)
+    rng.shuffle(order)
+    picked: list[tuple[RefExpr, int]] = []
+    used: set[int] = set()
+    while len(picked) < k and any(by_kind.values()):
+        for kind in order:
+            pool = by_kind[kind]
+            if not pool or len(picked) == k:
+                continue
+            cand = next((c for c in pool if c[1] not in used), pool[0])
+            pool.remove(cand)
+            picked.append(cand)
+            used.add(cand[1])
+    return picked
+
+
 def _neon_grounding(root: Path, seed: int, refs_per_tile: int) -> list[Sample]:
     out = []
     for xml in neon_xmls(root):
@@ -244,12 +267,7 @@ def _neon_grounding(root: Path, seed: int, refs_per_tile: int) -> list[Sample]:
             png = xml.with_suffix(".png")
             rng = _rng(seed, Sample("neon-grounding", png, "", "", "", crop).image_key)
             rng.shuffle(cands)
-            # Prefer distinct target trees, then fill up with the remaining expressions.
-            first: dict[int, tuple[RefExpr, int]] = {}
-            for cand in cands:
-                first.setdefault(cand[1], cand)
-            rest = [c for c in cands if c not in first.values()]
-            for expr, i in (list(first.values()) + rest)[:refs_per_tile]:
+            for expr, i in _diverse(cands, refs_per_tile, rng):
                 out.append(Sample("neon-grounding", png, REFER_TEMPLATE.format(expr.text()),
                                   format_box(objs[i].box, TILE_PX, TILE_PX), expr.kind(), crop))
     return out
