@@ -16,5 +16,9 @@ _EXPORTS = {
     "nodes.skymoe.metrics": ("accuracy", "bleu", "caption_metrics", "counting_metrics",
                              "grounding_accuracy", "majority_baseline", "meteor", "rouge_l",
                              "summarise"),
+    "nodes.skymoe.augment": ("AUGMENT_KINDS", "augment_to_cache", "count_cutout", "move_object",
+                             "recolour_object"),
+    "nodes.skymoe.captions": ("CaptionedImage", "caption_references", "caption_samples",
+                              "load_caption_samples", "read_caption_set"),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
