@@ -14,8 +14,10 @@ from nodes.models.vlm.data import (
     TILE_PX,
     VocObject,
     load_samples,
+    read_voc,
     select_split,
     split_of,
+    tile_objects,
     tile_tree_counts,
 )
 from nodes.skymoe.tasks import (
@@ -77,9 +79,13 @@ def test_eurosat_class_words(images: Path) -> None:
 def test_counting_answers_are_exact_tile_counts(images: Path, neon: list) -> None:
     count = [s for s in neon if s.task == "neon-count"]
     assert len(count) == 170 and all(s.prompt == COUNT_PROMPT for s in count)
-    for s in count[:40]:
-        per_tile = tile_tree_counts(s.image_path.with_suffix(".xml"))
-        assert int(s.answer) == per_tile[s.crop[:2]] == len(sample_objects(s))
+    per_scene: dict = {}
+    for s in count:
+        xml = s.image_path.with_suffix(".xml")
+        if xml not in per_scene:
+            per_scene[xml] = (tile_tree_counts(xml), read_voc(xml))
+        per_tile, scene = per_scene[xml]
+        assert int(s.answer) == per_tile[s.crop[:2]] == len(tile_objects(scene, s.crop))
     assert sum(int(s.answer) for s in count) > 500
 
 
@@ -99,10 +105,15 @@ def test_every_grounding_sample_names_exactly_one_tree(neon: list) -> None:
     kinds = Counter(s.qtype for s in ground)
     assert {"refer-position", "refer-size", "refer-size-position"} <= set(kinds)
     assert any("status" in k for k in kinds)           # SOAP_061 has Alive/Dead labels
+    scenes: dict = {}
     for s in ground:
         expr = parse_refer(s.prompt)
         assert s.prompt == f"[refer] Where is <p>{expr.text()}</p>?"
-        objs = sample_objects(s)
+        xml = s.image_path.with_suffix(".xml")
+        if xml not in scenes:
+            scenes[xml] = read_voc(xml)
+            assert sample_objects(s) == tile_objects(scenes[xml], s.crop)
+        objs = tile_objects(scenes[xml], s.crop)
         pool = objs
         if expr.attr is not None:
             pool = [o for o in pool if {"alive": "living", "dead": "dead"}.get(o.name.lower())
@@ -210,8 +221,9 @@ def test_neon_detection_task_in_load_samples(images: Path) -> None:
     default = load_samples(images, tasks=("neon-trees",))
     det = load_samples(images, tasks=("neon-detection",))
     assert [s.crop for s in det] == [s.crop for s in default]
-    for s in det[:60]:
-        n = tile_tree_counts(s.image_path.with_suffix(".xml"))[s.crop[:2]]
+    counts = {xml: tile_tree_counts(xml) for xml in {s.image_path.with_suffix(".xml") for s in det}}
+    for s in det:
+        n = counts[s.image_path.with_suffix(".xml")][s.crop[:2]]
         assert len(parse_boxes(s.answer)) == n
         assert (s.answer == "none") == (n == 0)
         assert s.qtype == "detect" and split_of(s.image_key) == split_of(
