@@ -10,8 +10,8 @@ the image shows:
   of r in [0.15, 0.30] cannot leave four counts ceil(0.1 * N_c) apart. A tree is only removed if
   every tree kept keeps at least half of its box unzeroed. The answer is the new count.
 - `position` (attribute editing, position): the named tree of a grounding sample whose
-  expression has a positional phrase is cut out, its place filled with the mean colour of the
-  ring around it, and pasted with a feathered (blended) edge into another cell of the 3x3 grid,
+  expression has a positional phrase is cut out, its place filled by interpolating the pixels
+  around it, and pasted with a feathered (blended) edge into another cell of the 3x3 grid,
   where its box has IoU < 0.1 with every other box and it is the only tree; the phrase is
   replaced by the new cell's and the answer is the new box.
 - `colour` (attribute editing, colour): the named tree's crown (the ellipse in its box) gets a
@@ -122,22 +122,46 @@ def _feather(h: int, w: int, width: float, ellipse: bool = False) -> np.ndarray:
     return np.clip(dist / max(width, 1e-6), 0.0, 1.0)
 
 
-def _ring_mean(image: Image, box: tuple[int, int, int, int], pad: int = 3) -> np.ndarray:
+def _smooth(edge: np.ndarray, width: int) -> np.ndarray:
+    """A moving average along an edge `[n, 3]` (edge values repeated past its ends)."""
+    if len(edge) < 2 or width < 2:
+        return edge
+    pad = width // 2
+    padded = np.concatenate([np.repeat(edge[:1], pad, 0), edge, np.repeat(edge[-1:], pad, 0)])
+    kernel = np.ones(width) / width
+    return np.stack([np.convolve(padded[:, c], kernel, mode="same")[pad:pad + len(edge)]
+                     for c in range(edge.shape[1])], axis=1)
+
+
+def _border_fill(image: Image, box: tuple[int, int, int, int], strip: int = 3) -> np.ndarray:
+    """A smooth fill `[h, w, 3]` for a box: each pixel the mean of the linear interpolations
+    between the box's surroundings left to right and top to bottom. The surroundings are
+    `strip`-pixel bands just outside the box (image edges clamped), averaged across and smoothed
+    along, so the hole takes the ground's colours without its texture."""
     h, w = image.shape[:2]
     x0, y0, x1, y1 = box
-    ox0, oy0 = max(0, x0 - pad), max(0, y0 - pad)
-    outer = image[oy0:min(h, y1 + pad), ox0:min(w, x1 + pad)]
-    mask = np.ones(outer.shape[:2], dtype=bool)
-    mask[y0 - oy0:y1 - oy0, x0 - ox0:x1 - ox0] = False
-    ring = outer[mask]
-    return ring.mean(axis=0) if ring.size else image.reshape(-1, 3).mean(axis=0)
+    img = image.astype(float)
+
+    def band(rows: slice, cols: slice, axis: int) -> np.ndarray:
+        part = img[rows, cols]
+        return _smooth(part.mean(axis=axis), 2 * strip + 1)
+
+    top = band(slice(max(0, y0 - strip), max(1, y0)), slice(x0, x1), 0)
+    bottom = band(slice(min(h - 1, y1), min(h, y1 + strip)), slice(x0, x1), 0)
+    left = band(slice(y0, y1), slice(max(0, x0 - strip), max(1, x0)), 1)
+    right = band(slice(y0, y1), slice(min(w - 1, x1), min(w, x1 + strip)), 1)
+    ty = ((np.arange(y1 - y0) + 1) / (y1 - y0 + 1))[:, None, None]
+    tx = ((np.arange(x1 - x0) + 1) / (x1 - x0 + 1))[None, :, None]
+    vertical = (1 - ty) * top[None] + ty * bottom[None]
+    horizontal = (1 - tx) * left[:, None] + tx * right[:, None]
+    return (vertical + horizontal) / 2
 
 
 def move_object(image: Image, objects: Sequence[VocObject], target: int, cell: str,
                 rng: np.random.Generator, tries: int = 12
                 ) -> tuple[Image, list[VocObject]] | None:
     """The target tree moved into `cell` (one of `CELLS`) with a feathered paste, its old place
-    filled with its ring's mean colour; None when no spot in the cell keeps IoU < 0.1 with every
+    filled from the pixels around it; None when no spot in the cell keeps IoU < 0.1 with every
     other box and the box inside the image."""
     if cell not in CELLS:
         raise DatasetError(f"cell {cell!r}: expected one of {', '.join(CELLS)}")
@@ -160,7 +184,7 @@ def move_object(image: Image, objects: Sequence[VocObject], target: int, cell: s
     patch = image[y0:y1, x0:x1].astype(float)
     feather = max(1.0, 0.15 * min(bw, bh))
     alpha = _feather(bh, bw, feather)[..., None]
-    fill = _ring_mean(image, (x0, y0, x1, y1))
+    fill = _border_fill(image, (x0, y0, x1, y1))
     out[y0:y1, x0:x1] = alpha * fill + (1 - alpha) * out[y0:y1, x0:x1]
     dest = out[ny0:ny0 + bh, nx0:nx0 + bw]
     out[ny0:ny0 + bh, nx0:nx0 + bw] = alpha * patch + (1 - alpha) * dest

@@ -108,6 +108,21 @@ def test_move_object_respects_iou_and_cell() -> None:
         move_object(image, objects, 0, "middle", rng)
 
 
+def test_move_fills_the_old_place_from_its_surroundings() -> None:
+    # a horizontal gradient: the interpolated fill reproduces it exactly where alpha is 1
+    ramp = np.tile(np.linspace(0, 240, 120)[None, :, None], (120, 1, 3)).astype(np.uint8)
+    image = ramp.copy()
+    image[10:30, 10:30] = (250, 0, 250)                        # the tree
+    objects = [VocObject("Tree", (10.0, 10.0, 30.0, 30.0))]
+    moved = move_object(image, objects, 0, "bottom right", np.random.default_rng(0))
+    assert moved is not None
+    img, objs = moved
+    inner = (slice(14, 26), slice(14, 26))
+    assert np.abs(img[inner].astype(int) - ramp[inner].astype(int)).max() <= 2
+    x0, y0 = int(objs[0].box[0]), int(objs[0].box[1])
+    assert tuple(img[y0 + 10, x0 + 10]) == (250, 0, 250)
+
+
 def test_recolour_moves_crown_towards_palette() -> None:
     image = np.full((60, 60, 3), (60, 140, 60), dtype=np.uint8)
     out = recolour_object(image, (20.0, 20.0, 40.0, 40.0), "red")
