@@ -57,7 +57,8 @@ class Sample:
 
     @property
     def image_key(self) -> str:
-        """The identity used for splitting: task plus file name (plus the tile)."""
+        """The identity used for splitting (and caching images): the task, or the group of tasks
+        asking about the same files (`neon-trees`), plus the file name (plus the tile)."""
         group = _SPLIT_GROUP.get(self.task, self.task)
         key = f"{group}/{self.image_path.parent.name}/{self.image_path.name}"
         return key if self.crop is None else key + "@{},{},{},{}".format(*self.crop)

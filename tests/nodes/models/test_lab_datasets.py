@@ -1,4 +1,5 @@
-"""RESISC45 and DOTA-v1.0 loaders on hand-made files in their published layouts; boxes as text."""
+"""RESISC45 and DOTA-v1.0 loaders on hand-made files in their published layouts; Pascal VOC
+files and tiles; boxes as text."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from nodes.models.vlm.boxes import (
     match_boxes,
     parse_boxes,
 )
+from nodes.models.vlm.data import VocObject, read_voc, scene_tiles, tile_objects
 from nodes.models.vlm.lab_datasets import load_dota, load_resisc45, read_dota_labels
 
 
@@ -129,3 +131,33 @@ def test_box_text_round_trip_and_matching() -> None:
     assert detection_f1(text, text) == pytest.approx(1.0)
     assert detection_f1("none", "none") == pytest.approx(1.0)
     assert detection_f1("<box>(0,0),(10,10)</box>", text) == pytest.approx(2 / 3)
+
+
+VOC = """<annotation><size><width>100</width><height>80</height><depth>3</depth></size>
+<object><name>Dead</name><difficult>1</difficult>
+<bndbox><xmin>10</xmin><ymin>5</ymin><xmax>30</xmax><ymax>25</ymax></bndbox></object>
+<object><name>Tree</name>
+<bndbox><xmin>60</xmin><ymin>40</ymin><xmax>{xmax}</xmax><ymax>70</ymax></bndbox></object>
+</annotation>"""
+
+
+def test_read_voc_and_tiles(tmp_path: Path) -> None:
+    path = tmp_path / "scene.xml"
+    path.write_text(VOC.format(xmax=90))
+    scene = read_voc(path)
+    assert (scene.width, scene.height) == (100, 80)
+    assert scene.objects[0] == VocObject("Dead", (10.0, 5.0, 30.0, 25.0), True)
+    assert scene_tiles(100, 80, 40) == [(0, 0, 40, 40), (40, 0, 80, 40), (0, 40, 40, 80),
+                                        (40, 40, 80, 80)]
+    # the second tree's centre (75, 55) is in tile (40, 40, 80, 80); its box is clipped there
+    assert tile_objects(scene, (40, 40, 80, 80)) == [VocObject("Tree", (20.0, 0.0, 40.0, 30.0))]
+    assert [o.name for o in tile_objects(scene, None)] == ["Dead", "Tree"]
+    path.write_text(VOC.format(xmax=120))
+    with pytest.raises(DatasetError, match="object 1 box .* outside the 100x80 image"):
+        read_voc(path)
+    path.write_text(VOC.format(xmax="wide"))
+    with pytest.raises(DatasetError, match="<bndbox/xmax> is 'wide'"):
+        read_voc(path)
+    path.write_text("<annotation>")
+    with pytest.raises(DatasetError, match="cannot read Pascal VOC XML"):
+        read_voc(path)
