@@ -10,10 +10,11 @@ the image shows:
   of r in [0.15, 0.30] cannot leave four counts ceil(0.1 * N_c) apart. A tree is only removed if
   every tree kept keeps at least half of its box unzeroed. The answer is the new count.
 - `position` (attribute editing, position): the named tree of a grounding sample whose
-  expression has a positional phrase is cut out, its place filled by interpolating the pixels
-  around it, and pasted with a feathered (blended) edge into another cell of the 3x3 grid,
-  where its box has IoU < 0.1 with every other box and it is the only tree; the phrase is
-  replaced by the new cell's and the answer is the new box.
+  expression has a positional phrase (and whose crown the tile's edge does not cut) is cut
+  out, its place filled by interpolating the pixels around it, and pasted with a feathered
+  (blended) edge into another cell of the 3x3 grid, where its box has IoU < 0.1 with every
+  other box and the new expression names it alone; the phrase is replaced by the new cell's
+  and the answer is the new box.
 - `colour` (attribute editing, colour): the named tree's crown (the ellipse in its box) gets a
   palette transfer to a colour of `COLOURS` (its luminance kept, feathered edge); the
   expression's status word (or an earlier colour) is swapped for the colour term, which then
@@ -319,8 +320,9 @@ def _move_named(image: Image, objects: Sequence[VocObject], target: int, expr: R
                 ) -> tuple[Image, list[VocObject], RefExpr] | None:
     """The target moved to another cell and an expression naming it there (the positional
     phrase replaced; a superlative dropped when it no longer singles the tree out)."""
-    if expr.cell is None:
-        return None
+    box = objects[target].box
+    if expr.cell is None or min(box[:2]) <= 0 or max(box[2:]) >= size:
+        return None   # no phrase to replace, or a crown cut by the tile's edge (moved, it shows)
     for cell in rng.permutation([c for c in CELLS if c != expr.cell]).tolist():
         moved = move_object(image, objects, target, cell, rng)
         if moved is None:
