@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -31,7 +30,7 @@ from nodes.spaceverse.confidence import (
 )
 from nodes.spaceverse.errors import SpaceVerseConfigError
 
-__all__ = ["NET_DIRS", "calibrate", "load_nets", "save_nets", "subsample"]
+__all__ = ["NET_DIRS", "calibrate", "load_nets", "save_nets"]
 
 NET_DIRS = {"g~": "g-tilde", "g": "g", "g'": "g-prime"}
 _STAGES = {"g~": SPACEVERSE_STAGES, "g": ABLATION_IMAGE_ONLY, "g'": ABLATION_AFTER_ANSWER}
@@ -76,20 +75,6 @@ def load_nets(nets_dir: Path, names: Sequence[str] = tuple(NET_DIRS)) -> dict[st
     return out
 
 
-def subsample(samples: Sequence, per_task: int, seed: int) -> list:
-    """Up to `per_task` samples of each task (seeded), ordered by image then prompt."""
-    rng = random.Random(seed)
-    by_task: dict[str, list] = {}
-    for s in samples:
-        by_task.setdefault(s.task, []).append(s)
-    out = []
-    for task in sorted(by_task):
-        group = by_task[task]
-        out.extend(sorted(rng.sample(group, min(per_task, len(group))),
-                          key=lambda s: (s.image_key, s.prompt)))
-    return out
-
-
 def calibrate(onboard, ground, samples: Sequence, max_new_tokens: int = 8
               ) -> tuple[dict[str, ConfidenceNet], float]:
     """Train g~, g and g' on `samples` (the calib split); returns the nets and the mean target."""
@@ -107,7 +92,7 @@ def calibrate(onboard, ground, samples: Sequence, max_new_tokens: int = 8
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nodes.models.vlm.data import load_samples, select_split
+    from nodes.models.vlm.data import load_samples, select_split, subsample
     from nodes.models.vlm.loader import load_vlm
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -31,13 +31,11 @@ def const_net(stages: tuple, c: float, dim: int = 48) -> ConfidenceNet:
     return net.eval()
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Untrained W^s and W^g saved as `small` model folders, and two sets of nets (g~, g, g'):
-    `offload` (every confidence 0.1: offload at the first stage) and `keep` (0.9)."""
+def build_tiny_models(root: Path) -> dict[str, Path]:
+    """Untrained W^s and W^g saved as `small` model folders under `root`, and two sets of nets
+    (g~, g, g'): `offload` (every confidence 0.1: offload at the first stage) and `keep` (0.9)."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("sv-models")
     SmallVLM(SmallVLMNet(preset("onboard", VOCAB, ANSWERS))).save(root / "onboard")
     SmallVLM(SmallVLMNet(preset("ground", VOCAB, ANSWERS))).save(root / "ground")
     for name, c in (("nets-offload", 0.1), ("nets-keep", 0.9)):
@@ -46,3 +44,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                                 "g'": const_net(ABLATION_AFTER_ANSWER, c)})
     return {"onboard": root / "onboard", "ground": root / "ground",
             "offload": root / "nets-offload", "keep": root / "nets-keep"}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """See build_tiny_models."""
+    return build_tiny_models(tmp_path_factory.mktemp("sv-models"))
