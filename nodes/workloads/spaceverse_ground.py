@@ -52,6 +52,7 @@ class GroundSide:
         self.load_s = time.monotonic() - t0
         speed = self.ctx.run_context().speed
         halt = threading.Event()
+        self._warm_up()
         threads = [threading.Thread(target=self._compute_loop, args=(halt, speed), daemon=True,
                                     name=f"spaceverse-ground-{i}") for i in range(self.workers)]
         threads.append(threading.Thread(target=self._reply_loop, args=(halt,), daemon=True,
@@ -70,6 +71,14 @@ class GroundSide:
             for t in threads:
                 t.join(timeout=self.send_timeout_s + 2)
         return False  # the ground serves until it is stopped
+
+    def _warm_up(self) -> None:
+        """One answer to a grey image, so first-call costs stay out of the first request."""
+        import torch
+
+        from nodes.spaceverse.methods import raw_wire
+
+        self.runner.answer(raw_wire(torch.full((3, 64, 64), 0.5)), "warm up")
 
     def _compute_loop(self, halt: threading.Event, speed: float) -> None:
         from nodes.spaceverse.envelope import decode_request, encode_answer

@@ -174,6 +174,13 @@ class SpaceVerse(OrchestratorWorkload):
                 raise
         return client.job_results(addr, job_id, events=True, token=self.pool.token)
 
+    def _in_contact(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """The summary over the satellites that had a contact during the run (the paper's
+        'latency within contact' population: every method sees the same questions)."""
+        sats = _contact_sats(self.prep)
+        mine = [r for r in rows if r["satellite"] in sats]
+        return {"satellites": sats, **summarise(mine, len(mine))}
+
     def stop(self) -> dict[str, Any]:
         if not self.jobs or self.net is None:
             return {}
@@ -204,12 +211,23 @@ class SpaceVerse(OrchestratorWorkload):
                            "ground": self.node_opts["ground_model"],
                            "confidence": self.node_opts.get("confidence")},
                 "summary": summarise(rows, len(self.questions)),
+                "in_contact": self._in_contact(rows),
                 "per_satellite": {n: r.get("summary", {}) for n, r in sat_res.items()},
                 "ground": gs_res.get("summary", {}),
                 "ground_answers_not_returned": sum(r.get("reply") != "sent"
                                                    for r in ground_rows),
                 "failed": failed,
                 "files": ["spaceverse-samples.jsonl", "spaceverse-ground.jsonl"]}
+
+
+def _contact_sats(prep: Any) -> list[str]:
+    """Satellites with a ground contact window that opens before the run's end."""
+    from testbed.lifecycle.session import contact_windows
+
+    end_s = prep.scenario.duration_s
+    return sorted(n for n, ws in contact_windows(prep.timeline).items()
+                  if any(w["start_s"] < end_s for w in ws)
+                  and n not in {g.name for g in prep.scenario.ground_stations})
 
 
 def _mean(values: list[float]) -> float | None:
