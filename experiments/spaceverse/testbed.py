@@ -29,6 +29,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from testbed.errors import TestbedError  # noqa: E402
 from testbed.lifecycle.session import hold, prepare, summarize  # noqa: E402
 from testbed.workloads.registry import workload_for  # noqa: E402
 
@@ -118,12 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     if "dir" in scenario.get("outputs", {}) and not Path(scenario["outputs"]["dir"]).is_absolute():
         scenario["outputs"]["dir"] = str(REPO / scenario["outputs"]["dir"])
     results: dict[str, dict] = {}
+    failures: dict[str, list[str]] = {}
     args.out.mkdir(parents=True, exist_ok=True)
     commit, dirty = _git()
     with tempfile.TemporaryDirectory() as tmp:
         for method in methods:
             print(f"== {method}", flush=True)
-            summary = run_method(scenario, method, Path(tmp))
+            summary = None
+            for attempt in (1, 2):  # a loaded host may miss the agents' health deadline
+                try:
+                    summary = run_method(scenario, method, Path(tmp))
+                    break
+                except TestbedError as exc:
+                    print(f"  [{method}] attempt {attempt} failed: {exc}", flush=True)
+                    failures.setdefault(method, []).append(str(exc).splitlines()[0])
+            if summary is None or not summary["workload"]:
+                continue
             results[method] = summary["workload"] | {
                 "run": {k: summary[k] for k in ("scenario", "duration_s", "played_s", "speed",
                                                 "interrupted", "contact_s", "wall_s",
@@ -143,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                                                             "final_loss", "samples",
                                                             "mean_target", "calib_per_task")
                                     if kk in v} for k, v in provenance.items()},
-           "by_method": results}
+           "failed_attempts": failures, "by_method": results}
     (args.out / f"{args.name}.json").write_text(json.dumps(doc, indent=1, default=str))
     md = (f"`{doc['command']}` (commit {commit}, dirty {dirty}); scenario {args.scenario.name}, "
           f"{scenario['duration_s']:g} s at speed {scenario['speed']:g}, timing "
