@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.root, pytest.mark.ovs]
 SCENARIO = """\
 name: sv-{prefix}
 epoch: 2024-07-16T00:00:00Z
-duration_s: 35
+duration_s: 30
 speed: 1
 constellation:
   walker: {{planes: 3, per_plane: 9, phasing: 1, altitude_km: 550, inclination_deg: 53}}
