@@ -155,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                                                             "mean_target", "calib_per_task")
                                     if kk in v} for k, v in provenance.items()},
            "failed_attempts": failures, "by_method": results}
-    (args.out / f"{args.name}.json").write_text(json.dumps(doc, indent=1, default=str))
+    # model paths relative to the repository (results name no machine's folders)
+    text = json.dumps(doc, indent=1, default=str).replace(str(REPO) + "/", "")
+    (args.out / f"{args.name}.json").write_text(text)
     md = (f"`{doc['command']}` (commit {commit}, dirty {dirty}); scenario {args.scenario.name}, "
           f"{scenario['duration_s']:g} s at speed {scenario['speed']:g}, timing "
           f"{doc['timing']}\n\n" + table(results))
