@@ -51,9 +51,21 @@ models-vlm: setup
 	$(PY) -m nodes.models.vlm.train --data $(DATA)/images --out .cache/models/vlm
 	$(PY) -m nodes.models.vlm.evaluate --data $(DATA)/images --models .cache/models/vlm \
 		--json .cache/models/vlm/accuracy.json
+	$(PY) -m nodes.spaceverse.store --data $(DATA)/images --models .cache/models/vlm \
+		--out .cache/models/vlm/confidence --calib-per-task 100
 
 # Tear down every run whose ledger is still there before deleting the run directories: a
 # failed teardown stops here and keeps runs/ (the ledgers are what `down` needs).
 clean:
 	@if [ -d runs ] && [ -x $(VENV)/bin/testbed ]; then $(VENV)/bin/testbed clean-all runs; fi
 	rm -rf runs/ .pytest_cache build *.egg-info
+
+# SpaceVerse experiments (needs `make models-vlm`; the testbed runs need root): the six
+# methods on the emulated constellation (Fig. 9, one run per method at speed 1, about 5 min
+# each here) and the in-process ablations (Fig. 10-12). Results in experiments/spaceverse/results.
+.PHONY: experiments experiments-spaceverse
+experiments: experiments-spaceverse
+
+experiments-spaceverse: setup
+	$(PY) experiments/spaceverse/testbed.py --name testbed-paper
+	$(PY) experiments/spaceverse/ablations.py --per-task 40

@@ -44,6 +44,10 @@ class Options:
         """Marks options that this role accepts but does not use (another role's options)."""
         self._known.update(names)
 
+    def value(self, name: str, default: object = _REQUIRED) -> Any:
+        """Any JSON value (lists, objects); the caller checks its shape."""
+        return self._get(name, default)
+
     def text(self, name: str, default: object = _REQUIRED) -> Any:
         value = self._get(name, default)
         if value is not None and (not isinstance(value, str) or not value):

@@ -14,12 +14,23 @@ from testbed.scenario import load_scenario
 console = Console()
 
 
+WORKLOAD_FAMILIES = {"spaceverse": ("nodes.workloads.spaceverse_metrics", "FAMILIES")}
+"""Workload kinds with metric families of their own (a dashboard row each)."""
+
+
 def _boards(scenario_path: Path) -> list:
+    import importlib
+
     from nodes.metrics import FAMILIES
     from testbed.observability.dashboards import overview
 
     scenario = load_scenario(scenario_path)
-    return [overview(scenario.name, workloads={"node agent": FAMILIES})]
+    rows = {"node agent": FAMILIES}
+    kind = scenario.workload.kind
+    if kind in WORKLOAD_FAMILIES:
+        module, name = WORKLOAD_FAMILIES[kind]
+        rows[kind] = getattr(importlib.import_module(module), name)
+    return [overview(scenario.name, workloads=rows)]
 
 
 def register(app: typer.Typer) -> None:

@@ -16,6 +16,7 @@ _EXPORTS = {
     "nodes.models.vlm.small": ("SmallVLM", "SmallVLMConfig", "SmallVLMNet", "load_image",
                                "preset"),
     "nodes.models.vlm.hf_qwen2vl": ("HFQwen2VL",),
+    "nodes.models.vlm.loader": ("load_vlm", "parse_vlm_spec", "register_vlm_kind", "vlm_kinds"),
     "nodes.models.vlm.qwen_tokenizer": ("build_qwen2_tokenizer", "qwen_tiktoken_path"),
     "nodes.models.vlm.tiny_qwen2vl": ("build_tiny_qwen2vl", "tiny_qwen2vl_config"),
 }

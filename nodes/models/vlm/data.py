@@ -299,3 +299,19 @@ def select_split(samples: Sequence[Sample], split: str, seed: int = 0) -> list[S
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; choose: {', '.join(SPLITS)}")
     return [s for s in samples if split_of(s.image_key, seed) == split]
+
+
+def subsample(samples: Sequence[Sample], per_task: int, seed: int = 0) -> list[Sample]:
+    """Up to `per_task` samples of each task (seeded), ordered by image then prompt."""
+    import random
+
+    rng = random.Random(seed)
+    by_task: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_task.setdefault(s.task, []).append(s)
+    out: list[Sample] = []
+    for task in sorted(by_task):
+        group = by_task[task]
+        out.extend(sorted(rng.sample(group, min(per_task, len(group))),
+                          key=lambda s: (s.image_key, s.prompt)))
+    return out
