@@ -185,7 +185,7 @@ class Trainer:
             opt.step()
             losses.append(float(loss.detach()))
             if step % 100 == 0 or step == s.encoder_steps - 1:
-                self.log(f"encoder step {step}/{s.encoder_steps} loss {loss:.3f} "
+                self.log(f"encoder step {step}/{s.encoder_steps} loss {losses[-1]:.3f} "
                          f"({time.monotonic() - t0:.0f} s)")
         net.encoder.eval()
         for p in net.encoder.parameters():
@@ -245,7 +245,7 @@ class Trainer:
             losses.append(float(ar.detach()))
             auxes.append(float(aux.detach()))
             if step % 100 == 0 or step == steps - 1:
-                self.log(f"{label} step {step}/{steps} ar {ar:.3f} aux {aux:.3f} "
+                self.log(f"{label} step {step}/{steps} ar {losses[-1]:.3f} aux {auxes[-1]:.3f} "
                          f"({time.monotonic() - t0:.0f} s)")
         net.eval()
         tail, atail = losses[-50:] or [float("nan")], auxes[-50:] or [float("nan")]
@@ -267,7 +267,7 @@ class Trainer:
                                     rng, "stage0")
         for p in net.adaptor.parameters():
             p.requires_grad_(False)
-        wrapped = add_lora(net.blocks, ("q_proj", "v_proj"), s.lora_r)
+        wrapped = add_lora(net, ("q_proj", "v_proj"), s.lora_r)
         stages["stage1"] = self.fit(net, lora_parameters(net), train, s.stage1_steps,
                                     s.lora_lr, s.batch, 0.0, rng, "stage1")
         stages["stage1"]["lora_targets"] = wrapped
@@ -344,10 +344,13 @@ def _jsonable(d: dict) -> dict:
 
 def build(data: Path, out: Path, dense_settings: DenseSettings,
           moe_settings: Sequence[MoESettings], force: bool = False,
-          log: Log = print) -> dict[str, Path]:
-    """Train (or reuse) the dense model and each stage-II variant; returns name -> directory."""
-    samples = sample_source.load(data, dense_settings.source, dense_settings.split_seed,
-                                 dense_settings.eurosat_per_class)
+          log: Log = print, samples: list[Sample] | None = None) -> dict[str, Path]:
+    """Train (or reuse) the dense model and each stage-II variant; returns name -> directory.
+
+    `samples` replaces the source's full sample set (tests train on a few tasks)."""
+    if samples is None:
+        samples = sample_source.load(data, dense_settings.source, dense_settings.split_seed,
+                                     dense_settings.eurosat_per_class)
     sha = data_sha256(samples)
     trainer = Trainer.create(samples, dense_settings, log)
     dense_dir = out / "dense"
