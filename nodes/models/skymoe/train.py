@@ -62,7 +62,7 @@ class DenseSettings:
 
     source: str = "vlm-data"
     encoder_steps: int = 300
-    base_steps: int = 1500
+    base_steps: int = 1000
     stage1_steps: int = 300
     batch: int = 32
     lr: float = 2e-3
@@ -86,7 +86,7 @@ class MoESettings:
     num_experts: int = 4
     top_k: int = 2
     aux_alpha: float = 0.01
-    steps: int = 600
+    steps: int = 300
     lr: float = 1e-3
     batch: int = 32
     augment: tuple[str, ...] = ()
@@ -221,8 +221,15 @@ class Trainer:
     def fit(self, net: SkyMoENet, params: list[nn.Parameter], train: Sequence[Sample],
             steps: int, lr: float, batch: int, aux_alpha: float, rng: random.Random,
             label: str) -> dict:
-        """AR loss on the answer tokens (+ aux_alpha * the MoE layers' L_aux), AdamW, cosine."""
+        """AR loss on the answer tokens (+ aux_alpha * the MoE layers' L_aux), AdamW, cosine.
+
+        Batches are task-balanced: each sample's task is drawn uniformly, then a sample of it
+        (RSVQA has 30x more questions than NEON has grounding expressions)."""
         self.encode(net, train)
+        pools: dict[str, list[Sample]] = {}
+        for x in train:
+            pools.setdefault(x.task, []).append(x)
+        tasks = sorted(pools)
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         t0, losses, auxes = time.monotonic(), [], []
         net.train()
@@ -230,7 +237,7 @@ class Trainer:
         for step in range(steps):
             for g in opt.param_groups:
                 g["lr"] = _cosine(step, steps, lr)
-            picked = [train[rng.randrange(len(train))] for _ in range(batch)]
+            picked = [rng.choice(pools[rng.choice(tasks)]) for _ in range(batch)]
             vis = torch.stack([self.feats[x.image_key] for x in picked])
             rows, labels, valid = _collate([self._pair(x) for x in picked])
             logits = net(vis, rows, valid)
@@ -331,6 +338,12 @@ def _provenance(settings: dict, sha: str, samples: Sequence[Sample], split_seed:
             **stages, "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
+def _data_sha256(samples: Sequence[Sample]) -> str:
+    """The small VLMs' data digest plus the NEON annotation files the labels come from."""
+    xmls = [s.image_path.with_suffix(".xml") for s in samples if s.task.startswith("neon")]
+    return hashlib.sha256((data_sha256(samples) + _files_sha256(xmls)).encode()).hexdigest()
+
+
 def _cached(prov_path: Path, want: dict, force: bool) -> bool:
     if force or not prov_path.is_file():
         return False
@@ -351,7 +364,7 @@ def build(data: Path, out: Path, dense_settings: DenseSettings,
     if samples is None:
         samples = sample_source.load(data, dense_settings.source, dense_settings.split_seed,
                                      dense_settings.eurosat_per_class)
-    sha = data_sha256(samples)
+    sha = _data_sha256(samples)
     trainer = Trainer.create(samples, dense_settings, log)
     dense_dir = out / "dense"
     want = {"data_sha256": sha, "settings": _jsonable(asdict(dense_settings))}

@@ -119,3 +119,13 @@ def test_bad_moe_configs_are_named() -> None:
     with pytest.raises(ModelConfigError, match="num_experts=0"):
         upcycle_ffn(SwiGLU(8, 8), 8, 0)
     assert MoELayer([copy.deepcopy(SwiGLU(8, 8))], 8, top_k=2).top_k == 1
+
+
+def test_one_token_path_equals_the_batched_path() -> None:
+    torch.manual_seed(1)
+    layer = MoELayer([SwiGLU(8, 8) for _ in range(4)], 8, top_k=2)
+    x = torch.randn(6, 8)
+    with torch.no_grad():
+        batched = layer(x)
+        one_by_one = torch.cat([layer(x[i:i + 1]) for i in range(6)])
+    assert torch.allclose(batched, one_by_one, atol=1e-6)
