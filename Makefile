@@ -57,3 +57,20 @@ models-vlm: setup
 clean:
 	@if [ -d runs ] && [ -x $(VENV)/bin/testbed ]; then $(VENV)/bin/testbed clean-all runs; fi
 	rm -rf runs/ .pytest_cache build *.egg-info
+
+# SkyMoE (nodes/models/skymoe): a pre-trained frozen encoder, stage 0, stage I (LoRA on q/v)
+# and stage II (every second FFN upcycled to SKYMOE_EXPERTS experts, top-2), cached with their
+# provenance under .cache/models/skymoe/; then the per-task accuracy beside the majority baseline.
+SKYMOE_EXPERTS ?= 4
+.PHONY: models-skymoe experiments experiments-skymoe
+models: models-skymoe
+models-skymoe: setup
+	$(PY) -m nodes.models.skymoe.train --data $(DATA)/images --out .cache/models/skymoe \
+	    --experts $(SKYMOE_EXPERTS)
+	$(PY) -m nodes.models.skymoe.evaluate --data $(DATA)/images --models .cache/models/skymoe \
+	    --names dense skymoe-e$(SKYMOE_EXPERTS) --json .cache/models/skymoe/accuracy.json
+
+# The papers' experiments that run in process (each writes its results folder).
+experiments: experiments-skymoe
+experiments-skymoe: setup
+	$(PY) experiments/skymoe/run.py --data $(DATA)/images
