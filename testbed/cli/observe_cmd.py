@@ -14,12 +14,18 @@ from testbed.scenario import load_scenario
 console = Console()
 
 
-def _boards(scenario_path: Path) -> list:
+def _boards(scenario_path: Path, rows: list[str] | None = None) -> list:
     from nodes.metrics import FAMILIES
     from testbed.observability.dashboards import overview
+    from testbed.observability.workload_rows import workload_rows
 
     scenario = load_scenario(scenario_path)
-    return [overview(scenario.name, workloads={"node agent": FAMILIES})]
+    extra = workload_rows(rows or [])  # jobs' rows (`--row skymoe-serve`), checked first
+    return [overview(scenario.name, workloads={"node agent": FAMILIES, **extra})]
+
+
+ROWS_HELP = ("Add the dashboard row of a job kind run with `testbed job` (repeatable), e.g. "
+             "skymoe-serve.")
 
 
 def register(app: typer.Typer) -> None:
@@ -36,11 +42,13 @@ def register(app: typer.Typer) -> None:
         dashboards_path: str | None = typer.Option(
             None, "--dashboards-path", help="Where Grafana will read the JSON files "
             "(default: OUT_DIR/dashboards, absolute)."),
+        rows: list[str] = typer.Option([], "--row", help=ROWS_HELP),
     ) -> None:
         """Write provisioning/datasources, provisioning/dashboards and dashboards/*.json."""
         from testbed.observability.dashboards import export_dashboards
 
-        written = export_dashboards(_boards(scenario), out_dir, prometheus_url=prometheus_url,
+        written = export_dashboards(_boards(scenario, rows), out_dir,
+                                    prometheus_url=prometheus_url,
                                     grafana_dashboards_path=dashboards_path)
         for path in written:
             console.print(str(path), highlight=False, soft_wrap=True)
@@ -53,11 +61,13 @@ def register(app: typer.Typer) -> None:
                                         help="File holding a service-account token."),
         prometheus_url: str = typer.Option("http://127.0.0.1:9090", "--prometheus-url",
                                            help="The data source's URL, as Grafana sees it."),
+        rows: list[str] = typer.Option([], "--row", help=ROWS_HELP),
     ) -> None:
         """Push the data source and the dashboards to a running Grafana."""
         from testbed.observability.dashboards import provision
 
-        uids = provision(_boards(scenario), url, token_file, prometheus_url=prometheus_url)
+        uids = provision(_boards(scenario, rows), url, token_file,
+                         prometheus_url=prometheus_url)
         console.print(f"provisioned {', '.join(uids)} at {url}", highlight=False)
 
     @app.command("prometheus")
