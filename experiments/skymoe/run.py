@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -48,7 +49,31 @@ def variants(steps: int) -> list[MoESettings]:
             MoESettings(num_experts=4, steps=steps, augment=("position", "colour")),
             MoESettings(num_experts=1, steps=steps, augment=("cutout", "position", "colour")),
             MoESettings(num_experts=4, steps=steps, augment=("cutout", "position", "colour")),
-            MoESettings(num_experts=0, widen=2, steps=steps)]
+            MoESettings(num_experts=0, widen=2, steps=steps),
+            # run-to-run spread: the same settings with another router init and batch order
+            MoESettings(num_experts=1, steps=steps, seed=1),
+            MoESettings(num_experts=4, steps=steps, seed=1),
+            # longer stage II: does extra expert capacity pay off with more training?
+            MoESettings(num_experts=1, steps=4 * steps),
+            MoESettings(num_experts=4, steps=4 * steps),
+            MoESettings(num_experts=0, widen=2, steps=4 * steps)]
+
+
+def _latency(models: dict[str, SkyMoEVLM], image, prompt: str, tokens: int,
+             rounds: int) -> dict[str, dict]:
+    """Models measured in turn, `rounds` times (other jobs on this machine load it unevenly
+    over time; interleaving gives each model the same conditions); medians over rounds."""
+    runs: dict[str, list[dict]] = {n: [] for n in models}
+    for _ in range(rounds):
+        for n, m in models.items():
+            runs[n].append(token_latency(m, image, prompt, tokens, repeats=1))
+    out = {}
+    for n, rs in runs.items():
+        out[n] = dict(rs[0])
+        for k in ("measured_prefill_s", "measured_token_s"):
+            out[n][k] = statistics.median(r[k] for r in rs)
+        out[n]["rounds"] = rounds
+    return out
 
 
 def _git() -> tuple[str, bool]:
@@ -68,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-task", type=int, default=200)
     ap.add_argument("--stage2-steps", type=int, default=MoESettings.steps)
     ap.add_argument("--latency-tokens", type=int, default=32)
+    ap.add_argument("--latency-rounds", type=int, default=9)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     data = args.data or data_dir() / "images"
@@ -94,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
 
     probe = test[0]
     image = load_sample_image(probe)
-    latency = {n: token_latency(models[n], image, probe.prompt, args.latency_tokens)
-               for n in ("dense", "dense-wide2", "skymoe-e4", "skymoe-e8")}
+    latency = _latency({n: models[n] for n in ("dense", "dense-wide2", "skymoe-e4",
+                                               "skymoe-e8")}, image, probe.prompt,
+                       args.latency_tokens, args.latency_rounds)
     memory = {n: {"params": sum(p.numel() for p in m.net.parameters()),
                   "active_params": m.active_params(),
                   "fp32_weight_bytes": 4 * sum(p.numel() for p in m.net.parameters())}
@@ -132,6 +159,9 @@ def tables(summary: dict, names: list[str]) -> str:
            "Counting: mean absolute error ->", "",
            format_table([r for r in summary["by_family"] if r["family"] == "counting"], names,
                         ("family",), "abs_error"), "",
+           "Counting: mean absolute error per task ->", "",
+           format_table([r for r in summary["by_task"] if r["qtype"] == "count"], names,
+                        ("task", "qtype"), "abs_error"), "",
            "### Accuracy per task and question type", "",
            format_table(summary["by_task"], names, ("task", "qtype")), "",
            "### Per-token latency and memory", "",

@@ -77,7 +77,8 @@ class MoELayer(nn.Module):
 
     `forward(x, valid=None)`: x `[..., D]`; `valid` (bool, x's leading shape) picks the tokens
     that are routed (padding is neither computed nor counted). After each call `aux_loss` holds
-    this layer's L_aux (a tensor with gradient) and, while `stats` is set, routing is recorded.
+    this layer's L_aux (a tensor with gradient; computed in training mode or with gradients on)
+    and, while `stats` is set, routing is recorded.
     """
 
     def __init__(self, experts: list[nn.Module], dim: int, top_k: int = 2,
@@ -108,9 +109,11 @@ class MoELayer(nn.Module):
                  top_i: torch.Tensor) -> torch.Tensor:
         """sum_k w_k * e_{i_k}(x) for tokens `[N, D]`; experts run on their own rows only."""
         if x.shape[0] == 1:  # one token (decoding): call its k experts directly
-            out = torch.zeros_like(x)
+            w = weights[0].to(x.dtype)
+            out = None
             for slot, e in enumerate(top_i[0].tolist()):
-                out = out + self.experts[e](x) * weights[0, slot].to(x.dtype)
+                y = self.experts[e](x) * w[slot]
+                out = y if out is None else out + y
             return out
         out = torch.zeros_like(x)
         for e in top_i.unique().tolist():
@@ -125,7 +128,8 @@ class MoELayer(nn.Module):
         keep = None if valid is None else valid.reshape(-1)
         tokens = flat if keep is None else flat[keep]
         probs, weights, top_i = self.route(tokens)
-        self.aux_loss = load_balance_loss(probs)
+        if self.training or torch.is_grad_enabled():  # inference skips the loss's few ops
+            self.aux_loss = load_balance_loss(probs)
         if self.stats is not None:
             with torch.no_grad():
                 self.stats.add(probs, top_i)

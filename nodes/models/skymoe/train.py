@@ -104,12 +104,17 @@ class MoESettings:
 
 
 def moe_name(s: MoESettings) -> str:
-    """Cache name: `skymoe-e4`, `skymoe-e4-noaux`, `skymoe-e4-cutout`, `dense-wide2`, ..."""
+    """Cache name: `skymoe-e4`, `skymoe-e4-noaux`, `skymoe-e4-cutout`, `dense-wide2`,
+    `skymoe-e4-1200steps`, `skymoe-e4-seed1`, ..."""
     name = f"skymoe-e{s.num_experts}" if s.num_experts else f"dense-wide{s.widen}"
     if s.num_experts and s.top_k != 2:
         name += f"-k{s.top_k}"
     if s.num_experts and s.aux_alpha == 0:
         name += "-noaux"
+    if s.steps != MoESettings.steps:
+        name += f"-{s.steps}steps"
+    if s.seed:
+        name += f"-seed{s.seed}"
     return "-".join([name, *s.augment])
 
 
