@@ -10,6 +10,11 @@ for a mixture-of-experts model the tokens per expert per layer and the routing e
 metrics (`skymoe_metrics.FAMILIES`) follow each request; `serve.json` and `requests.csv` in the
 job's folder hold everything at the end, with the model's provenance and the timing mode.
 
+With `listen`, questions from satellites arriving over the data plane (`skymoe_wire`: topic
+`skymoe/ask`, an image and a prompt) join the same queue; each answer goes back to its sender
+on `skymoe/answer`, held until the emulated ground GPU would have produced it (scenario time:
+the emulated seconds divided by the run's speed) when the host was faster than that.
+
 Options (JSON; `--set key=value` from `testbed job`):
 
 | option | default | meaning |
@@ -24,6 +29,8 @@ Options (JSON; `--set key=value` from `testbed job`):
 | `accelerator` | `rtx-3090` | ground GPU of the emulated times (`nodes.compute.ACCELERATORS`) |
 | `efficiency` | 0.5 | fraction of the accelerator's peak the roofline assumes |
 | `arrival_interval_s` | 0 | one request arrives every this many seconds (0: all queued at start) |
+| `listen` | false | also serve questions from the data plane (`per_task` may then be 0) |
+| `listen_count` | none | with `listen`: end after answering this many (none: until cancelled) |
 | `torch_threads` | 1 | torch CPU threads of the job |
 
 The module imports no torch: the model loads in the job's thread (`skymoe_engine`), so creating
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import statistics
 import threading
@@ -56,19 +64,25 @@ from nodes.workloads.skymoe_metrics import FAMILIES
 __all__ = ["CSV_COLUMNS", "SkyMoEServe", "eval_requests"]
 
 SPLITS = ("train", "calib", "test")
-CSV_COLUMNS = ("seq", "task", "qtype", "family", "image", "prompt", "reference", "answer",
-               "correct", "abs_error", "iou", "tokens", "queue_wait_s", "measured_prefill_s",
-               "measured_token_s", "emulated_prefill_s", "emulated_token_s", "service_s")
+CSV_COLUMNS = ("seq", "source", "id", "task", "qtype", "family", "image", "prompt",
+               "reference", "answer", "correct", "abs_error", "iou", "tokens", "queue_wait_s",
+               "measured_prefill_s", "measured_token_s", "emulated_prefill_s",
+               "emulated_token_s", "service_s")
 
 
 @dataclass(frozen=True)
 class Request:
     """One question to serve: `seq` its arrival order, `arrival_s` its arrival offset from the
-    job's start (seconds)."""
+    job's start (seconds). A question from the data plane also carries its image's bytes, its
+    sender (`src`) and the sender's id for it (`qid`); its sample is scored only when the
+    sender gave task, question type and reference."""
 
     seq: int
     sample: Sample
     arrival_s: float
+    image: bytes | None = None
+    src: str | None = None
+    qid: str | None = None
 
 
 def eval_requests(samples: list[Sample], tasks: list[str], per_task: int,
@@ -104,10 +118,16 @@ class SkyMoEServe(Workload):
         super().__init__(ctx, options, on_end)
         opts = Options(self.kind, options)
         self.model_dir = Path(opts.text("model"))
-        self.data_dir = Path(opts.text("data"))
+        self.listen = opts.flag("listen", False)
+        self.listen_count = opts.integer("listen_count", None, low=1)
+        self.per_task = opts.integer("per_task", 10, low=0 if self.listen else 1)
+        data = opts.text("data", None)
+        if data is None and self.per_task:
+            raise WorkloadOptionsError(f"workload {self.kind}: option 'data' is required "
+                                       f"(per_task={self.per_task} evaluation requests)")
+        self.data_dir = Path(data) if data is not None else None
         opts.ignore("tasks")  # a list or a comma-separated string: read below
         self.split = opts.text("split", "test")
-        self.per_task = opts.integer("per_task", 10, low=1)
         seed = opts.integer("split_seed", None, low=0)
         per_class = opts.integer("eurosat_per_class", None, low=1)
         self.max_new_tokens = opts.integer("max_new_tokens", 24, low=1, high=512)
@@ -116,8 +136,16 @@ class SkyMoEServe(Workload):
         self.interval_s = opts.number("arrival_interval_s", 0.0, positive=False)
         self.threads = opts.integer("torch_threads", 1, low=1, high=256)
         opts.finish()
+        if self.listen and ctx.dataplane is None:
+            raise self._bad("listen", True, "an agent with a --data-ip (no data plane here)")
+        if self.listen_count is not None and not self.listen:
+            raise self._bad("listen_count", self.listen_count, "only with listen: true")
         self._check(seed, per_class)
         self._data_lock = threading.Lock()
+        self._inbox: deque[Request] = deque()
+        self._remote_errors: list[str] = []
+        self._remote_done = 0
+        self._remote_seq = 0
         self._records: list[dict[str, Any]] = []
         self._queue_len = len(self.requests)
         self._loaded_s: float | None = None
@@ -139,7 +167,7 @@ class SkyMoEServe(Workload):
                             "config.json and weights.pt (build one with `make models-skymoe`)")
         config = json.loads((self.model_dir / "config.json").read_text())
         self.model_name = str(config.get("name") or self.model_dir.name)
-        if not self.data_dir.is_dir():
+        if self.data_dir is not None and not self.data_dir.is_dir():
             raise self._bad("data", str(self.data_dir), "the data folder's images/ directory")
         raw = self.options.get("tasks")
         if raw is None:
@@ -169,6 +197,9 @@ class SkyMoEServe(Workload):
         self.provenance = prov
         from nodes.models.vlm.data import select_split
 
+        if self.data_dir is None:  # listening only
+            self._train, self.requests = [], []
+            return
         try:
             samples = load_skymoe_samples(self.data_dir, seed=self.split_seed, tasks=self.tasks,
                                           eurosat_per_class=self.eurosat_per_class)
@@ -206,7 +237,9 @@ class SkyMoEServe(Workload):
     def progress(self) -> dict[str, object] | None:
         with self._data_lock:
             done = len(self._records)
-        return {"done": done, "total": len(self.requests), "unit": "requests"}
+        total = len(self.requests) + (self.listen_count or 0) if self.listen else None
+        return {"done": done, "total": len(self.requests) if not self.listen else total,
+                "unit": "requests"}
 
     def _set_queue(self, n: int) -> None:
         with self._data_lock:
@@ -216,7 +249,6 @@ class SkyMoEServe(Workload):
     def _run(self, stop: threading.Event) -> bool:
         import torch
 
-        from nodes.models.vlm.small import load_sample_image
         from nodes.workloads.skymoe_engine import ServedModel
 
         torch.set_num_threads(self.threads)
@@ -226,39 +258,143 @@ class SkyMoEServe(Workload):
             self._loaded_s = time.monotonic() - t_load
             self._params = model.params()
         start = time.monotonic()
+        receiver = None
+        if self.listen:
+            receiver = threading.Thread(target=self._receive, args=(stop, start),
+                                        name="skymoe-serve-receive", daemon=True)
+            receiver.start()
+        try:
+            return self._serve(stop, start, model)
+        finally:
+            if receiver is not None:
+                stop.set()  # the receiver ends with the job
+                receiver.join(5)
+
+    def _serve(self, stop: threading.Event, start: float, model: Any) -> bool:
+        """First come, first served: evaluation arrivals and data-plane questions, one queue."""
+        from nodes.models.vlm.small import load_image, load_sample_image
+
         pending = deque(self.requests)
         queue: deque[Request] = deque()
-        while pending or queue:
+        while True:
             if stop.is_set():
                 return False
             now_s = time.monotonic() - start
             while pending and pending[0].arrival_s <= now_s:
                 queue.append(pending.popleft())
+            with self._data_lock:
+                queue.extend(self._inbox)
+                self._inbox.clear()
+                remote_done = self._remote_done
             self._set_queue(len(queue))
             if not queue:
-                if stop.wait(pending[0].arrival_s - now_s):
+                remote_over = not self.listen or (self.listen_count is not None
+                                                  and remote_done >= self.listen_count)
+                if not pending and remote_over:
+                    return True
+                wait_s = pending[0].arrival_s - now_s if pending else 0.05
+                if stop.wait(min(max(wait_s, 0.0), 0.05 if self.listen else wait_s)):
                     return False
                 continue
             req = queue.popleft()
             self._set_queue(len(queue))
             wait_s = max(0.0, time.monotonic() - start - req.arrival_s)
             t0 = time.perf_counter()
-            answer = model.answer(load_sample_image(req.sample), req.sample.prompt,
-                                  self.max_new_tokens)
-            self._record(req, answer, wait_s, time.perf_counter() - t0, model.accelerator_name)
-        return True
+            image = (load_sample_image(req.sample) if req.image is None
+                     else load_image(io.BytesIO(req.image)))
+            answer = model.answer(image, req.sample.prompt, self.max_new_tokens)
+            service_s = time.perf_counter() - t0
+            row = self._record(req, answer, wait_s, service_s, model.accelerator_name)
+            if req.src is not None:
+                self._reply(stop, req, row, answer, service_s, model.name)
+
+    def _receive(self, stop: threading.Event, start: float) -> None:
+        """Data-plane questions into the inbox; a malformed one is answered with its error."""
+        from nodes.errors import DataPlaneError, RecvTimeoutError, WorkloadError
+        from nodes.workloads.skymoe_wire import QUESTION_TOPIC, decode_question
+
+        dp = self.ctx.require_dataplane()
+        while not stop.is_set():
+            try:
+                msg = dp.recv(QUESTION_TOPIC, timeout_s=0.2)
+            except RecvTimeoutError:
+                continue
+            try:
+                q = decode_question(msg.payload)
+            except WorkloadError as exc:
+                self._fail(dp, msg.src, "", str(exc))
+                continue
+            except DataPlaneError as exc:  # pragma: no cover -- recv raises only timeouts
+                self._fail(dp, msg.src, "", str(exc))
+                continue
+            sample = Sample(q.task or "remote", Path(f"{msg.src}/{q.id}"), q.prompt,
+                            q.reference or "", q.qtype or "")
+            with self._data_lock:
+                seq = len(self.requests) + self._remote_seq
+                self._remote_seq += 1
+                self._inbox.append(Request(seq, sample, time.monotonic() - start,
+                                           q.image, msg.src, q.id))
+
+    def _fail(self, dp: Any, src: str, qid: str, error: str) -> None:
+        from nodes.errors import DataPlaneError
+        from nodes.workloads.skymoe_wire import ANSWER_TOPIC, encode_answer
+
+        with self._data_lock:
+            self._remote_errors.append(f"{src}: {error}")
+        try:
+            dp.send(src, ANSWER_TOPIC, encode_answer({"id": qid, "error": error}))
+        except DataPlaneError as exc:
+            with self._data_lock:
+                self._remote_errors.append(f"{src}: reply: {exc}")
+
+    def _reply(self, stop: threading.Event, req: Request, row: dict[str, Any], answer: Any,
+               service_s: float, model_name: str) -> None:
+        """Holds the answer until the emulated GPU would have produced it, then sends it."""
+        from nodes.errors import ContextError, DataPlaneError
+        from nodes.workloads.skymoe_wire import ANSWER_TOPIC, encode_answer
+
+        try:
+            speed = self.ctx.run_context().speed
+        except ContextError:
+            speed = 1.0
+        emulated_s = answer.emulated_prefill_s + answer.tokens * answer.emulated_token_s
+        held_s = max(0.0, emulated_s / speed - service_s)
+        if held_s:
+            stop.wait(held_s)
+        reply = {"id": req.qid, "answer": row["answer"], "tokens": row["tokens"],
+                 "correct": row["correct"], "model": model_name, "held_s": held_s, "error": "",
+                 **{k: row[k] for k in ("measured_prefill_s", "measured_token_s",
+                                        "emulated_prefill_s", "emulated_token_s",
+                                        "queue_wait_s")}}
+        try:
+            self.ctx.require_dataplane().send(str(req.src), ANSWER_TOPIC, encode_answer(reply))
+        except DataPlaneError as exc:
+            with self._data_lock:
+                self._remote_errors.append(f"{req.src}: reply to {req.qid}: {exc}")
+        with self._data_lock:
+            self._remote_done += 1
 
     def _record(self, req: Request, answer: Any, wait_s: float, service_s: float,
-                device: str) -> None:
+                device: str) -> dict[str, Any]:
         """Scores one answer, keeps its row and moves the live metrics."""
         from nodes.skymoe.tasks import score, task_family
 
         s = req.sample
-        sc = score(s, answer.text)
-        correct = bool(sc.get("correct", sc.get("correct@0.5", False)))
+        sc: dict[str, Any] = {}
+        correct: bool | None = None
+        family = ""
+        if req.src is None or (s.answer and s.qtype):
+            try:
+                family = task_family(s)
+                sc = dict(score(s, answer.text))
+                correct = bool(sc.get("correct", sc.get("correct@0.5", False)))
+            except DatasetError:  # a remote question whose reference does not fit its task
+                sc, correct = {}, None
         row: dict[str, Any] = {
-            "seq": req.seq, "task": s.task, "qtype": s.qtype, "family": task_family(s),
-            "image": _image_name(s), "prompt": s.prompt, "reference": s.answer,
+            "seq": req.seq, "source": "eval" if req.src is None else req.src,
+            "id": req.qid or "", "task": s.task, "qtype": s.qtype, "family": family,
+            "image": _image_name(s) if req.src is None else str(s.image_path),
+            "prompt": s.prompt, "reference": s.answer,
             "answer": answer.text, "correct": correct, "abs_error": sc.get("abs_error", ""),
             "iou": sc.get("iou", ""), "tokens": answer.tokens, "queue_wait_s": wait_s,
             "measured_prefill_s": answer.prefill_s, "measured_token_s": answer.measured_token_s,
@@ -270,7 +406,8 @@ class SkyMoEServe(Workload):
         m, name = self.ctx.metrics, self.model_name
         with self._data_lock:
             self._records.append(row)
-            done = [r for r in self._records if r["task"] == s.task]
+            done = [r for r in self._records
+                    if r["task"] == s.task and r["correct"] is not None]
             for r in answer.routing:
                 acc = self._routing.setdefault(r["layer"], {
                     "tokens": 0, "entropy_sum": 0.0,
@@ -282,8 +419,9 @@ class SkyMoEServe(Workload):
             routing = {layer: dict(v) for layer, v in self._routing.items()}
         right = sum(1 for r in done if r["correct"])
         m.inc("leo_skymoe_requests_total", 1, model=name, task=s.task)
-        m.inc("leo_skymoe_correct_total", int(correct), model=name, task=s.task)
-        m.set("leo_skymoe_accuracy_ratio", right / len(done), model=name, task=s.task)
+        if correct is not None:
+            m.inc("leo_skymoe_correct_total", int(correct), model=name, task=s.task)
+            m.set("leo_skymoe_accuracy_ratio", right / len(done), model=name, task=s.task)
         m.inc("leo_skymoe_generated_tokens_total", answer.tokens, model=name, task=s.task)
         if answer.token_s:
             n = len(answer.token_s)
@@ -303,6 +441,7 @@ class SkyMoEServe(Workload):
                   model=name, layer=layer)
             m.set("leo_skymoe_load_balance_ratio", _balance(acc["tokens_per_expert"]),
                   model=name, layer=layer)
+        return row
 
     # results ---------------------------------------------------------------------------------
     def _summary(self, elapsed_s: float) -> dict[str, object]:
@@ -313,22 +452,29 @@ class SkyMoEServe(Workload):
             rows = [dict(r) for r in self._records]
             routing = {layer: dict(v) for layer, v in self._routing.items()}
             loaded_s, params, queue_len = self._loaded_s, dict(self._params), self._queue_len
+            remote_errors = list(self._remote_errors)
         majority = majority_answers(self._train)
         samples = {r.seq: r.sample for r in self.requests}
         per_task: dict[str, dict[str, Any]] = {}
-        for task in self.tasks:
-            done = [r for r in rows if r["task"] == task]
+        for task in dict.fromkeys([*self.tasks, *(r["task"] for r in rows)]):
+            done = [r for r in rows if r["task"] == task and r["correct"] is not None]
+            unscored = sum(1 for r in rows if r["task"] == task and r["correct"] is None)
             if not done:
+                if unscored:
+                    per_task[task] = {"requests": unscored, "accuracy": None}
                 continue
             maj = []
             for r in done:
-                s = samples[r["seq"]]
+                s = samples.get(r["seq"])
+                if s is None or r["source"] != "eval":
+                    continue
                 guess = majority.get((s.task, s.qtype), majority.get((s.task, "*"), ""))
                 sc = score(s, guess)
                 maj.append(bool(sc.get("correct", sc.get("correct@0.5", False))))
             entry: dict[str, Any] = {
-                "requests": len(done), "accuracy": sum(r["correct"] for r in done) / len(done),
-                "majority_accuracy": sum(maj) / len(maj)}
+                "requests": len(done) + unscored,
+                "accuracy": sum(r["correct"] for r in done) / len(done),
+                "majority_accuracy": sum(maj) / len(maj) if maj else None}
             errors = [float(r["abs_error"]) for r in done if r["abs_error"] != ""]
             if errors:
                 entry["mae"] = statistics.fmean(errors)
@@ -344,7 +490,9 @@ class SkyMoEServe(Workload):
             "split_seed": self.split_seed, "eurosat_per_class": self.eurosat_per_class,
             "requests_total": len(self.requests), "requests_done": len(rows),
             "queue_length": queue_len, "tokens": tokens,
-            "accuracy": (sum(r["correct"] for r in rows) / len(rows)) if rows else None,
+            "accuracy": _mean([bool(r["correct"]) for r in rows if r["correct"] is not None]),
+            "remote": {"questions": sum(1 for r in rows if r["source"] != "eval"),
+                       "errors": remote_errors},
             "per_task": per_task,
             "timing": {"measured": f"this host's CPU, {self.threads} torch thread(s), "
                                    "wall clock per decoding step",
@@ -368,6 +516,10 @@ class SkyMoEServe(Workload):
     def _events(self) -> list[dict[str, object]]:
         with self._data_lock:
             return [dict(r) for r in self._records]
+
+
+def _mean(values: list[bool]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def _balance(tokens_per_expert: list[int]) -> float:

@@ -201,3 +201,85 @@ def test_bad_options_are_named(options: dict, match: str, tiny_model: Path,
     opts.update({k: str(tmp_path / v) if v == "NOPE" else v for k, v in options.items()})
     with pytest.raises(WorkloadOptionsError, match=match):
         create_workload("skymoe-serve", _ctx(None), opts)
+
+
+def test_questions_over_the_data_plane_are_answered_and_held(tiny_model: Path,
+                                                             data_images: Path) -> None:
+    """gs (127.0.0.2) listens; sat (127.0.0.3) asks two questions over real loopback sockets,
+    one with a reference (scored) and one without, plus a malformed one (answered with its
+    error); the job ends after `listen_count` answers."""
+    import socket
+
+    from nodes.context import ContextRef, RunContext
+    from nodes.dataplane import DataPlane
+    from nodes.models.vlm.data import select_split
+    from nodes.skymoe.tasks import load_skymoe_samples, score
+    from nodes.workloads.skymoe_wire import (
+        ANSWER_TOPIC,
+        QUESTION_TOPIC,
+        Question,
+        decode_answer,
+        encode_question,
+    )
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    peers = {"gs": "127.0.0.2", "sat": "127.0.0.3"}
+    planes = {}
+    try:
+        for name in peers:
+            ref = ContextRef()
+            ref.set(RunContext(node=name, peers=peers, data_port=port, speed=2.0))
+            planes[name] = DataPlane(name, peers[name], ref)
+            planes[name].listen(port)
+        gs_ref = ContextRef()
+        gs_ref.set(RunContext(node="gs", peers=peers, data_port=port, speed=2.0))
+        ctx = NodeContext(name="gs", role=Role.GROUND, data_ip=peers["gs"], results_dir=None,
+                          metrics=Metrics({"node": "gs"}), clock=SystemClock(), run=gs_ref,
+                          dataplane=planes["gs"])
+        job = create_workload("skymoe-serve", ctx, {"model": str(tiny_model), "listen": True,
+                                                    "per_task": 0, "listen_count": 2})
+        job.start()
+        sample = select_split(load_skymoe_samples(data_images, tasks=["eurosat-rgb"]),
+                              "test")[0]
+        png = sample.image_path.read_bytes()
+        sat = planes["sat"]
+        sat.send("gs", QUESTION_TOPIC, b"\x00\x00\x00\x05nope!")
+        bad = decode_answer(sat.recv(ANSWER_TOPIC, 30).payload)
+        assert "header is not JSON" in bad["error"]
+        sat.send("gs", QUESTION_TOPIC, encode_question(Question(
+            "q1", sample.prompt, png, sample.task, sample.qtype, sample.answer)))
+        sat.send("gs", QUESTION_TOPIC, encode_question(Question("q2", "How many trees?", png)))
+        answers = {a["id"]: a for a in (decode_answer(sat.recv(ANSWER_TOPIC, 60).payload)
+                                        for _ in range(2))}
+        assert job.wait(30)
+        res = job.results()
+    finally:
+        for dp in planes.values():
+            dp.close()
+    assert res["state"] == "finished", res["error"]
+    assert set(answers) == {"q1", "q2"}
+    q1, q2 = answers["q1"], answers["q2"]
+    assert q1["correct"] == score(sample, q1["answer"])["correct"] and q2["correct"] is None
+    for a in (q1, q2):
+        assert a["error"] == "" and a["model"] == "tiny-e4" and a["tokens"] >= 1
+        assert a["held_s"] >= 0 and a["measured_token_s"] > 0
+    rows = {r["id"]: r for r in res["events"]}
+    assert rows["q1"]["source"] == rows["q2"]["source"] == "sat"
+    assert rows["q1"]["task"] == "eurosat-rgb" and rows["q2"]["task"] == "remote"
+    summary = res["summary"]
+    assert summary["remote"]["questions"] == 2 and len(summary["remote"]["errors"]) == 1
+    assert summary["per_task"]["remote"] == {"requests": 1, "accuracy": None}
+    assert ctx.metrics.value("leo_skymoe_requests_total", model="tiny-e4", task="remote") == 1
+
+
+def test_listen_needs_a_data_plane_and_eval_needs_data(tiny_model: Path) -> None:
+    with pytest.raises(WorkloadOptionsError, match="option listen=True, expected an agent "
+                                                   "with a --data-ip"):
+        create_workload("skymoe-serve", _ctx(None), {"model": str(tiny_model), "listen": True,
+                                                     "per_task": 0})
+    with pytest.raises(WorkloadOptionsError, match="option 'data' is required"):
+        create_workload("skymoe-serve", _ctx(None), {"model": str(tiny_model)})
+    with pytest.raises(WorkloadOptionsError, match="option per_task=0"):
+        create_workload("skymoe-serve", _ctx(None), {"model": str(tiny_model), "per_task": 0})
