@@ -85,13 +85,13 @@ def test_skymoe_serve_job_on_the_ground_station(small_scenario, shared_data: Pat
         state = json.loads((run_dir / "state.json").read_text())
         mgmt = {n["name"]: n["mgmt_ip"] for n in state["plan"]["nodes"]}
         text = client.metrics(f"{mgmt['gs']}:{AGENT_PORT}", token=token)
-        got = {(s.name, s.labels.get("task"), s.labels.get("layer")): s.value
-               for fam in text_string_to_metric_families(text) for s in fam.samples
-               if s.name.startswith("leo_skymoe_")}
-        for task in TASKS:
-            assert got[("leo_skymoe_requests_total", task, None)] == pytest.approx(2)
-        experts = sum(v for (n, _, layer), v in got.items()
-                      if n == "leo_skymoe_expert_tokens_total" and layer == "1")
+        samples = [s for fam in text_string_to_metric_families(text) for s in fam.samples
+                   if s.name.startswith("leo_skymoe_")]
+        requests = {s.labels["task"]: s.value for s in samples
+                    if s.name == "leo_skymoe_requests_total"}
+        assert requests == {task: pytest.approx(2) for task in TASKS}
+        experts = sum(s.value for s in samples if s.name == "leo_skymoe_expert_tokens_total"
+                      and s.labels["layer"] == "1")
         assert experts == pytest.approx(summary["routing"][0]["tokens"] * 2)
 
         # the run's Prometheus scraped it: every panel of the row has data
