@@ -237,9 +237,10 @@ class SkyMoEServe(Workload):
     def progress(self) -> dict[str, object] | None:
         with self._data_lock:
             done = len(self._records)
-        total = len(self.requests) + (self.listen_count or 0) if self.listen else None
-        return {"done": done, "total": len(self.requests) if not self.listen else total,
-                "unit": "requests"}
+        total: int | None = len(self.requests)
+        if self.listen:  # listening without a count has no known total
+            total = None if self.listen_count is None else len(self.requests) + self.listen_count
+        return {"done": done, "total": total, "unit": "requests"}
 
     def _set_queue(self, n: int) -> None:
         with self._data_lock:
