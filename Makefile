@@ -69,3 +69,19 @@ experiments: experiments-spaceverse
 experiments-spaceverse: setup
 	$(PY) experiments/spaceverse/testbed.py --name testbed-paper
 	$(PY) experiments/spaceverse/ablations.py --per-task 40
+
+# SkyMoE (nodes/models/skymoe): a pre-trained frozen encoder, stage 0, stage I (LoRA on q/v)
+# and stage II (every second FFN upcycled to SKYMOE_EXPERTS experts, top-2), cached with their
+# provenance under .cache/models/skymoe/; then the per-task accuracy beside the majority baseline.
+SKYMOE_EXPERTS ?= 4
+.PHONY: models-skymoe experiments-skymoe
+models: models-skymoe
+models-skymoe: setup
+	$(PY) -m nodes.models.skymoe.train --data $(DATA)/images --out .cache/models/skymoe \
+	    --experts $(SKYMOE_EXPERTS)
+	$(PY) -m nodes.models.skymoe.evaluate --data $(DATA)/images --models .cache/models/skymoe \
+	    --names dense skymoe-e$(SKYMOE_EXPERTS) --json .cache/models/skymoe/accuracy.json
+
+experiments: experiments-skymoe
+experiments-skymoe: setup
+	$(PY) experiments/skymoe/run.py --data $(DATA)/images

@@ -12,6 +12,7 @@ from nodes.lazy import lazy_exports
 _EXPORTS = {
     "nodes.models.errors": ("DatasetError", "ModelConfigError", "ModelError",
                             "ModelNotFoundError"),
+    "nodes.models.skymoe": ("SkyMoEVLM",),
     "nodes.models.vlm": ("Generation", "HFQwen2VL", "SmallVLM", "VisionLanguageModel",
                          "build_qwen2_tokenizer", "build_tiny_qwen2vl", "qwen_tiktoken_path"),
 }

@@ -18,6 +18,7 @@ from nodes.workloads.base import NodeContext, Workload
 WORKLOADS: dict[str, str | type[Workload]] = {
     "downlink-files": "nodes.workloads.downlink_files:DownlinkFiles",
     "message-exchange": "nodes.workloads.message_exchange:MessageExchange",
+    "skymoe-serve": "nodes.workloads.skymoe_serve:SkyMoEServe",
     "spaceverse": "nodes.workloads.spaceverse:SpaceVerse",
 }
 _KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")

@@ -14,23 +14,21 @@ from testbed.scenario import load_scenario
 console = Console()
 
 
-WORKLOAD_FAMILIES = {"spaceverse": ("nodes.workloads.spaceverse_metrics", "FAMILIES")}
-"""Workload kinds with metric families of their own (a dashboard row each)."""
-
-
-def _boards(scenario_path: Path) -> list:
-    import importlib
-
+def _boards(scenario_path: Path, rows: list[str] | None = None) -> list:
     from nodes.metrics import FAMILIES
     from testbed.observability.dashboards import overview
+    from testbed.observability.workload_rows import row_kinds, workload_rows
 
     scenario = load_scenario(scenario_path)
-    rows = {"node agent": FAMILIES}
-    kind = scenario.workload.kind
-    if kind in WORKLOAD_FAMILIES:
-        module, name = WORKLOAD_FAMILIES[kind]
-        rows[kind] = getattr(importlib.import_module(module), name)
-    return [overview(scenario.name, workloads=rows)]
+    kinds = list(rows or [])  # jobs' rows (`--row skymoe-serve`), checked first
+    if scenario.workload.kind in row_kinds():
+        kinds.insert(0, scenario.workload.kind)  # the scenario's own workload has its row
+    extra = workload_rows(kinds)
+    return [overview(scenario.name, workloads={"node agent": FAMILIES, **extra})]
+
+
+ROWS_HELP = ("Add the dashboard row of a job kind run with `testbed job` (repeatable), e.g. "
+             "skymoe-serve.")
 
 
 def register(app: typer.Typer) -> None:
@@ -47,11 +45,13 @@ def register(app: typer.Typer) -> None:
         dashboards_path: str | None = typer.Option(
             None, "--dashboards-path", help="Where Grafana will read the JSON files "
             "(default: OUT_DIR/dashboards, absolute)."),
+        rows: list[str] = typer.Option([], "--row", help=ROWS_HELP),
     ) -> None:
         """Write provisioning/datasources, provisioning/dashboards and dashboards/*.json."""
         from testbed.observability.dashboards import export_dashboards
 
-        written = export_dashboards(_boards(scenario), out_dir, prometheus_url=prometheus_url,
+        written = export_dashboards(_boards(scenario, rows), out_dir,
+                                    prometheus_url=prometheus_url,
                                     grafana_dashboards_path=dashboards_path)
         for path in written:
             console.print(str(path), highlight=False, soft_wrap=True)
@@ -64,11 +64,13 @@ def register(app: typer.Typer) -> None:
                                         help="File holding a service-account token."),
         prometheus_url: str = typer.Option("http://127.0.0.1:9090", "--prometheus-url",
                                            help="The data source's URL, as Grafana sees it."),
+        rows: list[str] = typer.Option([], "--row", help=ROWS_HELP),
     ) -> None:
         """Push the data source and the dashboards to a running Grafana."""
         from testbed.observability.dashboards import provision
 
-        uids = provision(_boards(scenario), url, token_file, prometheus_url=prometheus_url)
+        uids = provision(_boards(scenario, rows), url, token_file,
+                         prometheus_url=prometheus_url)
         console.print(f"provisioned {', '.join(uids)} at {url}", highlight=False)
 
     @app.command("prometheus")

@@ -221,18 +221,22 @@ def overview(scenario_name: str, *, workloads: Mapping[str, Sequence[Any]] | Non
 
 
 def workload_panel(fam: Any, scenario_name: str) -> Any:
-    """One panel for a declared workload family: counters as per-node rates, gauges as is."""
+    """One panel for a declared workload family: counters as rates, gauges as is, one series
+    per node and per value of the family's own labels (a MoE layer's experts, a task)."""
     if fam.kind not in ("counter", "gauge"):
         raise ObservabilityError(f"workload family {fam.name}: kind {fam.kind!r}, expected "
                                  "counter or gauge")
     sel = f'{fam.name}{{run="{scenario_name}"}}'
+    labels = tuple(getattr(fam, "labels", ()) or ())
+    by = ", ".join(("node", *labels))
+    legend = " ".join(("{{node}}", *(f"{k}={{{{{k}}}}}" for k in labels)))
     if fam.kind == "counter":
-        expr = f"sum by (node) (rate({sel}[{RATE}]))"
+        expr = f"sum by ({by}) (rate({sel}[{RATE}]))"
         unit = _unit_of(fam.unit) if fam.unit != "bytes" else "Bps"
         title = f"{fam.name} (per second)"
     else:
-        expr, unit, title = f"max by (node) ({sel})", _unit_of(fam.unit), fam.name
-    q = Dataquery().expr(expr).ref_id("A").datasource(_ds()).legend_format("{{node}}")
+        expr, unit, title = f"max by ({by}) ({sel})", _unit_of(fam.unit), fam.name
+    q = Dataquery().expr(expr).ref_id("A").datasource(_ds()).legend_format(legend)
     return (timeseries.Panel().title(title).description(fam.help).unit(unit)
             .datasource(_ds()).height(8).span(8).with_target(q))
 
