@@ -71,3 +71,11 @@ def decode(blob: bytes, positions: int, base: int) -> np.ndarray:
                 f"(next new number {fresh})"
             )
     return out
+
+
+def raw_bytes(seq_map: np.ndarray, base: int) -> int:
+    """Bytes of the token array packed at the fixed width its largest token needs: what the map
+    costs without LZMA (the metadata's raw size)."""
+    tok = tokens(seq_map, base)
+    width_bits = max(1, int(tok.max()).bit_length()) if len(tok) else 1
+    return (len(tok) * width_bits + 7) // 8

@@ -18,6 +18,7 @@ from nodes.workloads.base import NodeContext, Workload
 WORKLOADS: dict[str, str | type[Workload]] = {
     "downlink-files": "nodes.workloads.downlink_files:DownlinkFiles",
     "message-exchange": "nodes.workloads.message_exchange:MessageExchange",
+    "dlrc": "nodes.workloads.dlrc_job:Dlrc",
 }
 _KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 
