@@ -29,6 +29,7 @@ from nodes.workloads.dlrc_settings import (
 )
 
 RETRY_S = 0.5
+SEND_TIMEOUT_S = 5.0
 
 
 class SatelliteSide:
@@ -104,22 +105,41 @@ class SatelliteSide:
         blob = mine.to_bytes()
         t_start = time.time_ns()
 
+        deadline = time.monotonic() + self.sync_timeout_s
+
         def send(peer: str) -> Any:
-            receipt = dp.send(peer, SIG_TOPIC, blob, timeout_s=self.sync_timeout_s)
+            """Until acknowledged: a route may not exist yet (or be changing) at first."""
+            while True:
+                try:
+                    receipt = dp.send(peer, SIG_TOPIC, blob, timeout_s=SEND_TIMEOUT_S)
+                    break
+                except DataPlaneError as exc:
+                    self._event(what="signatures-send-failed", peer=peer, error=str(exc),
+                                t_unix_s=time.time())
+                    if time.monotonic() > deadline:
+                        raise
+                    if stop.wait(RETRY_S):
+                        return None
             self.ctx.metrics.inc("leo_dlrc_signature_bytes_total", receipt.bytes, peer=peer)
             return receipt
 
         lists = {mine.sat_id: mine}
-        with ThreadPoolExecutor(max_workers=max(1, len(peers))) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, len(peers)))
+        try:
             futures = {peer: pool.submit(send, peer) for peer in peers}
-            deadline = time.monotonic() + self.sync_timeout_s
-            while len(lists) < len(s.satellites):
+            while len(lists) < len(s.satellites) or not all(f.done() for f in futures.values()):
                 if stop.is_set():
                     return None
+                for f in futures.values():
+                    if f.done() and f.exception() is not None:
+                        raise f.exception()  # type: ignore[misc]
                 if time.monotonic() > deadline:
                     missing = [s.node_of[i] for i in s.node_of if i not in lists]
                     raise WorkloadError(f"workload dlrc on {me}: no signature list from "
                                         f"{', '.join(missing)} within {self.sync_timeout_s} s")
+                if len(lists) == len(s.satellites):
+                    stop.wait(0.01)
+                    continue
                 try:
                     msg = dp.recv(SIG_TOPIC, timeout_s=0.2)
                 except RecvTimeoutError:
@@ -134,7 +154,9 @@ class SatelliteSide:
                             bytes=len(msg.payload), signatures=int(len(parsed.signatures)),
                             t_send_unix_ns=msg.t_send_unix_ns, t_recv_unix_ns=msg.t_recv_unix_ns,
                             one_way_s=(msg.t_recv_unix_ns - msg.t_send_unix_ns) / 1e9)
-            receipts = {peer: f.result() for peer, f in futures.items()}  # re-raises failures
+            receipts = {peer: f.result() for peer, f in futures.items()}
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         t_done = max([time.time_ns()] + [r.t_acked_unix_ns for r in receipts.values()])
         for peer, r in receipts.items():
             self._event(what="signatures-sent", peer=peer, bytes=r.bytes,
@@ -213,7 +235,7 @@ class SatelliteSide:
                     return False
             self._set(stage="downlinking")
             try:
-                r = dp.send(ground, PAYLOAD_TOPIC, payload, timeout_s=30.0)
+                r = dp.send(ground, PAYLOAD_TOPIC, payload, timeout_s=SEND_TIMEOUT_S)
             except DataPlaneError as exc:
                 self._event(what="downlink-failed", error=str(exc), t_unix_s=time.time())
                 if stop.wait(RETRY_S):
@@ -225,8 +247,10 @@ class SatelliteSide:
                         t_peer_recv_unix_ns=r.t_peer_recv_unix_ns,
                         one_way_s=(r.t_peer_recv_unix_ns - r.t_send_unix_ns) / 1e9)
             self._set(stage="done", waited_for_contact_s=r.t_send_unix_ns / 1e9 - t_ready,
-                      contact=None if window is None else
-                      {"start_s": window.start_s, "end_s": window.end_s})
+                      contact=None if window is None or schedule is None else
+                      {"start_s": window.start_s, "end_s": window.end_s,
+                       "sent_s": schedule.scenario_s(r.t_send_unix_ns / 1e9),
+                       "delivered_s": schedule.scenario_s(r.t_peer_recv_unix_ns / 1e9)})
             return True
         return False
 

@@ -13,6 +13,7 @@ from testbed.errors import InputError
 
 WORKLOADS: dict[str, str] = {
     "downlink-files": "testbed.workloads.downlink_files:DownlinkFiles",
+    "dlrc": "testbed.workloads.dlrc:Dlrc",
 }
 NO_WORKLOAD = "none"
 
