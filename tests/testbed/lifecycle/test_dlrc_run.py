@@ -39,8 +39,8 @@ def test_three_observers_exchange_over_isls_and_the_ground_rebuilds(
     path.write_text(path.read_text() + (
         "workload:\n  kind: dlrc\n"
         f"  options: {{scene: \"{scene}\", models: \"{cache}\", codec: {TRAINED[0]}, "
-        f"lmbda: {TRAINED[1]}, satellites: [{', '.join(OBSERVERS)}], patch_px: 128, o_exp: 2.0, seed: 3, "
-        "accelerator: jetson-agx-orin}\n"))
+        f"lmbda: {TRAINED[1]}, satellites: [{', '.join(OBSERVERS)}], patch_px: 128, "
+        "o_exp: 2.0, seed: 3, accelerator: jetson-agx-orin}\n"))
     prep = prepare(path)
     held = hold(prep, report=lambda m: None, workload=workload_for(prep))
     assert not held.interrupted
