@@ -1,9 +1,9 @@
 """One satellite's DLRC payload on the wire: header, hyperprior bitstream, latent bitstream, map.
 
-Little-endian layout (version 1):
+Little-endian layout (version 2: the map is delta coded, see mapcodec.py):
 
     magic   4s   b"DLRC"
-    version B    1
+    version B    2
     flags   B    bit 0: representatives are cluster means (informational)
     nlen    B    length of the codec name, then the ASCII codec name (e.g. "mbt2018")
     fixed   <IHIIHHHHHHHIII
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from nodes.dlrc.errors import CorruptPayloadError, TruncatedPayloadError
 
 MAGIC = b"DLRC"
-VERSION = 1
+VERSION = 2
 _HEAD = struct.Struct("<4sBBB")
 _FIXED = struct.Struct("<IHIIHHHHHHHIII")
 _CRC = struct.Struct("<I")
