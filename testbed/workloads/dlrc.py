@@ -320,6 +320,8 @@ def summarize(plan: dict[str, Any], results: dict[str, dict[str, Any]],
             "bpp_mean": totals,
             "sync": {"round_s_max": max(syncs) if syncs else None,
                      "list_one_way_s_max": max(one_way) if one_way else None,
+                     "list_one_way_s": {"min": min(one_way), "p50": float(np.median(one_way)),
+                                        "max": max(one_way)} if one_way else None,
                      "lists_received": len(one_way),
                      "routes_at_start": routes, "routes_isl_only": isl_only},
             "note": "bpp: bytes sent per satellite x 8 / its patch pixels, mean over "
