@@ -19,7 +19,12 @@ def _boards(scenario_path: Path) -> list:
     from testbed.observability.dashboards import overview
 
     scenario = load_scenario(scenario_path)
-    return [overview(scenario.name, workloads={"node agent": FAMILIES})]
+    rows = {"node agent": FAMILIES}
+    if scenario.workload.kind == "dlrc":  # the workload's own families, one row
+        from nodes.workloads.dlrc_settings import FAMILIES as DLRC_FAMILIES
+
+        rows["dlrc"] = DLRC_FAMILIES
+    return [overview(scenario.name, workloads=rows)]
 
 
 def register(app: typer.Typer) -> None:
