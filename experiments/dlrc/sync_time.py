@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         w.writerows(rows)
     finite = np.array([r["sync_s"] for r in rows if np.isfinite(r["sync_s"])])
     net = np.array([r["network_s"] for r in rows if np.isfinite(r["network_s"])])
-    stats = {"model": {"steps": len(rows), "unreachable_steps": len(rows) - len(finite),
+    stats = {"command": "python experiments/dlrc/sync_time.py "
+             + " ".join(argv if argv is not None else sys.argv[1:]),
+             "model": {"steps": len(rows), "unreachable_steps": len(rows) - len(finite),
                        "sync_s": _pct(finite), "network_s": _pct(net),
                        "max_hops": max(r["max_hops"] for r in rows),
                        "relay_s": RELAY_S, "control_s_per_satellite": CONTROL_S,
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                        "scenario": str(args.scenario.relative_to(REPO)),
                        "hours": args.hours, "step_s": args.step_s}}
     if args.measured is not None:
-        stats["measured"] = measured(args.measured, args.list_bytes)
+        stats["measured"] = measured(args.measured.resolve(), args.list_bytes)
     (args.out / "sync.json").write_text(json.dumps(stats, indent=2) + "\n")
     plot(rows, stats.get("measured"), args.out / "sync.png")
     print(json.dumps(stats, indent=2))

@@ -99,6 +99,13 @@ class GroundSide:
                 raise WorkloadError(f"workload dlrc on {self.ctx.name}: payload from "
                                     f"{msg.src}, which is not an observer ({s.satellites})")
             head = SatellitePayload.from_bytes(msg.payload)
+            with self._lock:
+                again = msg.src in self._per_sat
+            if again:  # a resend whose first ack was lost: already counted
+                with self._lock:
+                    self._events.append({"what": "payload-duplicate", "peer": msg.src,
+                                         "t_recv_unix_ns": msg.t_recv_unix_ns})
+                continue
             pending[head.rank] = (msg.src, msg.payload)
             self.ctx.metrics.inc("leo_dlrc_payload_bytes_total", len(msg.payload), peer=msg.src)
             with self._lock:
