@@ -20,6 +20,20 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+def portable(obj: object) -> object:
+    """The same document with this machine's data folder written `${TESTBED_DATA}` and the
+    checkout's folder `.`, so the committed file names no host path."""
+    from testbed.paths import data_dir
+
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [portable(v) for v in obj]
+    if isinstance(obj, str):
+        return obj.replace(str(data_dir()), "${TESTBED_DATA}").replace(str(REPO), ".")
+    return obj
+
+
 def main(argv: list[str] | None = None) -> int:
     from testbed.lifecycle.session import hold, prepare, summarize
     from testbed.workloads.registry import workload_for
@@ -39,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
            "isl_capacity": isl.capacity, "interrupted": s["interrupted"],
            "lateness_ms": s["lateness_ms"], "workload": s["workload"]}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    doc = portable(json.loads(json.dumps(out, default=str)))
+    (args.out / "summary.json").write_text(json.dumps(doc, indent=2) + "\n")
     w = s["workload"]
     print(json.dumps({"bpp_mean": w.get("bpp_mean"), "ground": w.get("ground_summary"),
                       "sync": {k: v for k, v in w.get("sync", {}).items()
