@@ -82,3 +82,11 @@ def test_codec_work_counts_convolutions() -> None:
     w = codec_analysis_work(Tiny(), (16, 16))
     # g_a: 4x8x8 outputs x 3x25 MACs; h_a: 2x8x8 x 4x9; h_s: 2x8x8 inputs x 4x16 outputs each
     assert w.flops == 2 * 256 * 75 + 2 * 128 * 36 + 2 * 128 * 64
+
+
+def test_sync_model_docstring_example() -> None:
+    import doctest
+
+    from nodes.dlrc import sync_model
+
+    assert doctest.testmod(sync_model).failed == 0
