@@ -130,7 +130,9 @@ def ideal_kept(offsets: list[tuple[int, int]], window: int) -> float:
 
 def evaluate(model, arch: str, views: list, config) -> dict:
     """One setting over all windows: bpp by part, PSNR and MS-SSIM of plain and DLRC, kept
-    vectors (actual and ideal). `views`: [(name, patches, offsets, window_px)]."""
+    vectors (actual and ideal). `views`: make_views'. With `config.margin_px`, DLRC's analysis
+    sees that much of the window around each patch (mirrored past the window's edge); the plain
+    codec and every score use the patch alone."""
     import torch
 
     from nodes.dlrc.wire import SatellitePayload
@@ -141,11 +143,19 @@ def evaluate(model, arch: str, views: list, config) -> dict:
     ps: dict[str, list[float]] = {"plain_psnr": [], "dlrc_psnr": [], "plain_msssim": [],
                                   "dlrc_msssim": []}
     kept, ideal = [], []
-    for _, patch_list, offs, window in views:
-        xs = {i + 1: torch.from_numpy(q.transpose(2, 0, 1).copy()).float().div(255)[None]
-              for i, q in enumerate(patch_list)}
+    def tensor(q: np.ndarray):  # noqa: ANN202
+        return torch.from_numpy(q.transpose(2, 0, 1).copy()).float().div(255)[None]
+
+    m = config.margin_px
+    for _, patch_list, offs, window, pixels in views:
+        xs = {i + 1: tensor(q) for i, q in enumerate(patch_list)}
+        seen = xs
+        if m:  # each satellite's view with m px of the window around it (mirrored outside)
+            padded = np.pad(pixels, ((m, m), (m, m), (0, 0)), mode="reflect")
+            seen = {i + 1: tensor(padded[t:t + PATCH_PX + 2 * m, s:s + PATCH_PX + 2 * m])
+                    for i, (t, s) in enumerate(offs)}
         with torch.no_grad():
-            payloads, arb, locs = run(model, arch, xs, sorted(xs), config)
+            payloads, arb, locs = run(model, arch, seen, sorted(seen), config)
             rec = ground.decode(payloads.values())
         kept.append(arb.total_vectors / (len(xs) * (PATCH_PX // 16) ** 2))
         ideal.append(ideal_kept(offs, window))
@@ -176,7 +186,8 @@ def evaluate(model, arch: str, views: list, config) -> dict:
 
 
 def make_views(images: Path, o_exp: float, max_windows: int, sats: int, seed: int) -> list:
-    """[(name, patches, offsets, window_px)] for one overlap setting, offsets seeded."""
+    """[(name, patches, offsets, window_px, window pixels)] for one overlap setting, offsets
+    seeded."""
     rng = np.random.default_rng(seed)
     out = []
     for name, w in windows(images, o_exp, max_windows):
@@ -184,7 +195,7 @@ def make_views(images: Path, o_exp: float, max_windows: int, sats: int, seed: in
         offs = [(16 * int(rng.integers(steps)), 16 * int(rng.integers(steps)))
                 for _ in range(sats)]
         out.append((name, [w[t:t + PATCH_PX, s:s + PATCH_PX] for t, s in offs], offs,
-                    w.shape[0]))
+                    w.shape[0], w))
     return out
 
 
@@ -203,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=20, help="LSH rounds k")
     p.add_argument("--representative", default="original", choices=("original", "mean"))
+    p.add_argument("--margin-px", type=int, default=0,
+                   help="scene around each patch that DLRC's analysis sees (multiple of 16)")
     p.add_argument("--out", type=Path, default=None,
                    help="results folder (default experiments/dlrc/results/<arch>)")
     args = p.parse_args(argv)
@@ -211,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out = REPO / "experiments/dlrc/results" / args.arch
     args.out.mkdir(parents=True, exist_ok=True)
     rows, provenance = [], {}
-    config = DlrcConfig(args.rounds, 0, args.representative)
+    config = DlrcConfig(args.rounds, 0, args.representative, args.margin_px)
     for o_exp in (2.0, 0.5):
         views = make_views(args.images, o_exp, args.max_windows, args.sats, args.seed)
         all_patches = [q for v in views for q in v[1]]
@@ -237,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         {"arch": args.arch, "command": "python experiments/dlrc/rd.py "
          + " ".join(argv if argv is not None else sys.argv[1:]),
          "rows": rows, "encoder_overhead_256px": timing,
-         "dlrc": {"rounds": args.rounds, "representative": args.representative},
+         "dlrc": {"rounds": args.rounds, "representative": args.representative,
+                  "margin_px": args.margin_px},
          "codecs": provenance, "windows": {"2.0": [n for n, *_ in make_views(
                                                args.images, 2.0, args.max_windows, 1, 0)],
                                            "0.5": [n for n, *_ in make_views(

@@ -35,6 +35,7 @@ class DlrcConfig:
     rounds: int = 20
     seed: int = 0
     representative: str = "original"  # or "mean"
+    margin_px: int = 0  # scene around each image that g_a sees (LatentCoder.analyse)
 
 
 @dataclass
@@ -73,7 +74,7 @@ class SatelliteEncoder:
         gets the seconds of the codec's part (`codec_analyse_s`: g_a, h_a, z coding, h_s) and
         of DLRC's (`lsh_s`, `select_s`)."""
         t0 = time.perf_counter()
-        a = self.coder.analyse(x)
+        a = self.coder.analyse(x, self.config.margin_px)
         t1 = time.perf_counter()
         vecs = a.vectors()
         sigs = self.lsh(vecs.shape[1]).signatures(vecs)
@@ -82,7 +83,8 @@ class SatelliteEncoder:
         t3 = time.perf_counter()
         if timings is not None:
             timings.update(codec_analyse_s=t1 - t0, lsh_s=t2 - t1, select_s=t3 - t2)
-        return LocalResult(sat_id, a, sigs, sel, (int(x.shape[2]), int(x.shape[3])))
+        pad = 2 * self.config.margin_px
+        return LocalResult(sat_id, a, sigs, sel, (int(x.shape[2]) - pad, int(x.shape[3]) - pad))
 
     def encode(self, local: LocalResult, plan: SatellitePlan,
                timings: dict[str, float] | None = None) -> tuple[bytes, torch.Tensor]:
