@@ -159,6 +159,14 @@ def evaluate(model, arch: str, views: list, config) -> dict:
             rec = ground.decode(payloads.values())
         kept.append(arb.total_vectors / (len(xs) * (PATCH_PX // 16) ** 2))
         ideal.append(ideal_kept(offs, window))
+        if m:  # the margin alone, no de-duplication: each satellite as if it were the only one
+            for s, x in xs.items():
+                with torch.no_grad():
+                    alone, _, _ = run(model, arch, {1: seen[s]}, [1], config)
+                    r1 = ground.decode(alone.values())[1]
+                parts["margin_alone"] = parts.get("margin_alone", 0) + len(alone[1])
+                ps.setdefault("margin_alone_psnr", []).append(
+                    psnr_db(r1.x_hat.clamp(0, 1).numpy(), x.numpy()))
         for s, x in xs.items():
             b = payloads[s]
             p = SatellitePayload.from_bytes(b)
