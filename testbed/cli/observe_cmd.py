@@ -21,7 +21,7 @@ def _boards(scenario_path: Path) -> list:
     scenario = load_scenario(scenario_path)
     rows = {"node agent": FAMILIES}
     if scenario.workload.kind == "dlrc":  # the workload's own families, one row
-        from nodes.workloads.dlrc_settings import FAMILIES as DLRC_FAMILIES
+        from nodes.workloads.dlrc_metrics import FAMILIES as DLRC_FAMILIES
 
         rows["dlrc"] = DLRC_FAMILIES
     return [overview(scenario.name, workloads=rows)]
