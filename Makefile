@@ -85,3 +85,24 @@ models-skymoe: setup
 experiments: experiments-skymoe
 experiments-skymoe: setup
 	$(PY) experiments/skymoe/run.py --data $(DATA)/images
+# DLRC experiments (experiments/dlrc/README.md): R-D with and without DLRC for the codecs
+# trained here, the k / representative ablation, encoder overhead by patch size, the sync-time
+# model over 12 h and G_down. `models-codecs-dlrc` trains the context-model codecs they use;
+# `experiments-dlrc-testbed` runs DLRC on the emulated network (root, Open vSwitch).
+.PHONY: models-codecs-dlrc experiments experiments-dlrc experiments-dlrc-testbed
+models-codecs-dlrc: models-codecs
+	$(MAKE) models-codecs CODEC_ARCHS="mbt2018 cheng2020-attn" CODEC_LAMBDAS="0.0067 0.0483"
+
+experiments-dlrc: models-codecs-dlrc
+	$(PY) experiments/dlrc/rd.py --arch bmshj2018-hyperprior --max-windows 6
+	$(PY) experiments/dlrc/rd.py --arch mbt2018 --lambdas 0.0067 0.0483 --max-windows 6
+	$(PY) experiments/dlrc/rd.py --arch cheng2020-attn --lambdas 0.0067 0.0483 --max-windows 6
+	$(PY) experiments/dlrc/ablation.py --lmbda 0.0483 --rounds 1 2 4 8 20 32
+	$(PY) experiments/dlrc/overhead.py
+	$(PY) experiments/dlrc/sync_time.py $(if $(wildcard experiments/dlrc/results/testbed/summary.json),--measured experiments/dlrc/results/testbed/summary.json)
+	$(PY) experiments/dlrc/gdown.py
+
+experiments-dlrc-testbed: models-codecs
+	$(PY) experiments/dlrc/testbed_run.py
+
+experiments: experiments-dlrc

@@ -5,7 +5,8 @@ Two overlap settings, as in the paper's evaluation: N satellites each take a P x
 o_exp = N * P^2 / W^2:
 
 - o_exp 2.0: W = 512, N = 8, the held-out RSVQA high-resolution tiles (512 x 512, never trained on)
-- o_exp 0.5: W = 1024, N = 8, 1024 x 1024 windows of the two large NEON scenes (not in training)
+- o_exp 0.5: W = 1024, N = 8, the five non-overlapping 1024 x 1024 windows of the two large NEON
+  scenes (2 x 2 of the 2299 x 2472 one, 1 of the 1249 x 1035 one; not in training)
 
 For each trained lambda it reports bpp (all bytes on the wire over all patches' pixels) and PSNR
 (mean over patches) of the plain codec and of DLRC, and JPEG (Pillow, 4:2:0) at the quality whose
@@ -56,9 +57,12 @@ def windows(images_dir: Path, o_exp: float, max_windows: int) -> list[tuple[str,
         tiles = [p for p in held if p.parent.name == "rsvqa-hr"][:max_windows]
         return [(f"rsvqa-hr/{p.name}", imgs.load_rgb(p)) for p in tiles]
     out = []
-    for name in NEON:
+    for name in NEON:  # every non-overlapping 1024 px window: 2 x 2 of the first, 1 of the other
         im = imgs.load_rgb(images_dir / "neon-trees" / name)
-        out.append((f"neon-trees/{name}", im[:1024, :1024]))
+        for top in range(0, im.shape[0] - 1023, 1024):
+            for left in range(0, im.shape[1] - 1023, 1024):
+                out.append((f"neon-trees/{name}@{top},{left}",
+                            im[top:top + 1024, left:left + 1024]))
     return out[:max_windows]
 
 
@@ -115,6 +119,94 @@ def overhead(model, arch: str, x, reps: int = 5) -> dict:
             "ratio": float(np.median(t_dlrc) / np.median(t_codec))}
 
 
+def ideal_kept(offsets: list[tuple[int, int]], window: int) -> float:
+    """Share of latent positions that are distinct scene cells (the union of the patches on
+    the 16-px grid over all positions): what a perfect de-duplication would keep."""
+    cells = np.zeros((window // 16, window // 16), dtype=bool)
+    for t, s in offsets:
+        cells[t // 16:t // 16 + PATCH_PX // 16, s // 16:s // 16 + PATCH_PX // 16] = True
+    return float(cells.sum() / (len(offsets) * (PATCH_PX // 16) ** 2))
+
+
+def evaluate(model, arch: str, views: list, config) -> dict:
+    """One setting over all windows: bpp by part, PSNR and MS-SSIM of plain and DLRC, kept
+    vectors (actual and ideal). `views`: make_views'. With `config.margin_px`, DLRC's analysis
+    sees that much of the window around each patch (mirrored past the window's edge); the plain
+    codec and every score use the patch alone."""
+    import torch
+
+    from nodes.dlrc.wire import SatellitePayload
+    from nodes.workloads.dlrc_ground import ms_ssim
+
+    ground = GroundDecoder(model, arch)
+    parts = dict.fromkeys(("plain", "dlrc", "entropy", "map_lzma", "map_raw", "header"), 0)
+    ps: dict[str, list[float]] = {"plain_psnr": [], "dlrc_psnr": [], "plain_msssim": [],
+                                  "dlrc_msssim": []}
+    kept, ideal = [], []
+    def tensor(q: np.ndarray):  # noqa: ANN202
+        return torch.from_numpy(q.transpose(2, 0, 1).copy()).float().div(255)[None]
+
+    m = config.margin_px
+    for _, patch_list, offs, window, pixels in views:
+        xs = {i + 1: tensor(q) for i, q in enumerate(patch_list)}
+        seen = xs
+        if m:  # each satellite's view with m px of the window around it (mirrored outside)
+            padded = np.pad(pixels, ((m, m), (m, m), (0, 0)), mode="reflect")
+            seen = {i + 1: tensor(padded[t:t + PATCH_PX + 2 * m, s:s + PATCH_PX + 2 * m])
+                    for i, (t, s) in enumerate(offs)}
+        with torch.no_grad():
+            payloads, arb, locs = run(model, arch, seen, sorted(seen), config)
+            rec = ground.decode(payloads.values())
+        kept.append(arb.total_vectors / (len(xs) * (PATCH_PX // 16) ** 2))
+        ideal.append(ideal_kept(offs, window))
+        if m:  # the margin alone, no de-duplication: each satellite as if it were the only one
+            for s, x in xs.items():
+                with torch.no_grad():
+                    alone, _, _ = run(model, arch, {1: seen[s]}, [1], config)
+                    r1 = ground.decode(alone.values())[1]
+                parts["margin_alone"] = parts.get("margin_alone", 0) + len(alone[1])
+                ps.setdefault("margin_alone_psnr", []).append(
+                    psnr_db(r1.x_hat.clamp(0, 1).numpy(), x.numpy()))
+        for s, x in xs.items():
+            b = payloads[s]
+            p = SatellitePayload.from_bytes(b)
+            parts["dlrc"] += len(b)
+            parts["entropy"] += len(p.z_string) + len(p.y_string)
+            parts["map_lzma"] += len(p.map_blob)
+            parts["header"] += len(b) - len(p.z_string) - len(p.y_string) - len(p.map_blob)
+            seq = global_map(locs[s].selection.assignment, arb.plans[s])
+            parts["map_raw"] += mapcodec.raw_bytes(seq, arb.plans[s].base)
+            with torch.no_grad():
+                pl = roundtrip(model, x)
+            parts["plain"] += pl.nbytes
+            ps["plain_psnr"].append(psnr_db(pl.x_hat.clamp(0, 1).numpy(), x.numpy()))
+            ps["dlrc_psnr"].append(psnr_db(rec[s].x_hat.clamp(0, 1).numpy(), x.numpy()))
+            ps["plain_msssim"].append(ms_ssim(pl.x_hat.clamp(0, 1), x))
+            ps["dlrc_msssim"].append(ms_ssim(rec[s].x_hat.clamp(0, 1), x))
+    px = sum(len(v[1]) for v in views) * PATCH_PX**2
+    row = {f"{k}_bpp": v * 8 / px for k, v in parts.items()}
+    row.update({k: float(np.mean(v)) for k, v in ps.items()})
+    row["saving"] = 1 - parts["dlrc"] / parts["plain"]
+    row["saving_entropy_coded"] = 1 - parts["entropy"] / parts["plain"]
+    row["kept_vectors"] = float(np.mean(kept))
+    row["ideal_kept"] = float(np.mean(ideal))
+    return row
+
+
+def make_views(images: Path, o_exp: float, max_windows: int, sats: int, seed: int) -> list:
+    """[(name, patches, offsets, window_px, window pixels)] for one overlap setting, offsets
+    seeded."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, w in windows(images, o_exp, max_windows):
+        steps = (w.shape[0] - PATCH_PX) // 16 + 1
+        offs = [(16 * int(rng.integers(steps)), 16 * int(rng.integers(steps)))
+                for _ in range(sats)]
+        out.append((name, [w[t:t + PATCH_PX, s:s + PATCH_PX] for t, s in offs], offs,
+                    w.shape[0], w))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -128,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sats", type=int, default=8)
     p.add_argument("--max-windows", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=20, help="LSH rounds k")
+    p.add_argument("--representative", default="original", choices=("original", "mean"))
+    p.add_argument("--margin-px", type=int, default=0,
+                   help="scene around each patch that DLRC's analysis sees (multiple of 16)")
     p.add_argument("--out", type=Path, default=None,
                    help="results folder (default experiments/dlrc/results/<arch>)")
     args = p.parse_args(argv)
@@ -136,35 +232,16 @@ def main(argv: list[str] | None = None) -> int:
         args.out = REPO / "experiments/dlrc/results" / args.arch
     args.out.mkdir(parents=True, exist_ok=True)
     rows, provenance = [], {}
+    config = DlrcConfig(args.rounds, 0, args.representative, args.margin_px)
     for o_exp in (2.0, 0.5):
-        wins = windows(args.images, o_exp, args.max_windows)
-        rng = np.random.default_rng(args.seed)
-        views = [(name, patches(w, args.sats, rng)) for name, w in wins]
-        all_patches = [q for _, ps in views for q in ps]
+        views = make_views(args.images, o_exp, args.max_windows, args.sats, args.seed)
+        all_patches = [q for v in views for q in v[1]]
         for lmbda in args.lambdas:
             model, prov = store.load(args.cache, args.arch, lmbda)
             provenance[f"{lmbda:g}"] = {k: prov[k] for k in ("settings", "final_loss",
                                                              "final_bpp", "data_sha256")}
-            ground = GroundDecoder(model, args.arch)
-            plain_bytes = dlrc_bytes = 0
-            plain_ps, dlrc_ps, vec_ratio = [], [], []
-            for _, ps in views:
-                xs = {i + 1: torch.from_numpy(q.transpose(2, 0, 1).copy()).float().div(255)[None]
-                      for i, q in enumerate(ps)}
-                payloads, arb, _ = run(model, args.arch, xs, sorted(xs), DlrcConfig())
-                rec = ground.decode(payloads.values())
-                dlrc_bytes += sum(len(b) for b in payloads.values())
-                vec_ratio.append(arb.total_vectors / (len(xs) * (PATCH_PX // 16) ** 2))
-                for s, x in xs.items():
-                    pl = roundtrip(model, x)
-                    plain_bytes += pl.nbytes
-                    plain_ps.append(psnr_db(pl.x_hat.numpy(), x.numpy()))
-                    dlrc_ps.append(psnr_db(rec[s].x_hat.numpy(), x.numpy()))
-            px = len(all_patches) * PATCH_PX**2
             row = {"o_exp": o_exp, "windows": len(views), "sats": args.sats, "lambda": lmbda,
-                   "plain_bpp": plain_bytes * 8 / px, "plain_psnr_db": float(np.mean(plain_ps)),
-                   "dlrc_bpp": dlrc_bytes * 8 / px, "dlrc_psnr_db": float(np.mean(dlrc_ps)),
-                   "kept_vectors": float(np.mean(vec_ratio))}
+                   **evaluate(model, args.arch, views, config)}
             jb, jp, jq = jpeg_at(all_patches, row["dlrc_bpp"])
             row.update({"jpeg_bpp": jb, "jpeg_psnr_db": jp, "jpeg_quality": jq})
             rows.append(row)
@@ -178,9 +255,15 @@ def main(argv: list[str] | None = None) -> int:
         w.writeheader()
         w.writerows(rows)
     (args.out / "rd.json").write_text(json.dumps(
-        {"arch": args.arch, "rows": rows, "encoder_overhead_256px": timing,
-         "codecs": provenance, "windows": {"2.0": "held-out rsvqa-hr tiles",
-                                           "0.5": "NEON scenes, top-left 1024 px"}},
+        {"arch": args.arch, "command": "python experiments/dlrc/rd.py "
+         + " ".join(argv if argv is not None else sys.argv[1:]),
+         "rows": rows, "encoder_overhead_256px": timing,
+         "dlrc": {"rounds": args.rounds, "representative": args.representative,
+                  "margin_px": args.margin_px},
+         "codecs": provenance, "windows": {"2.0": [n for n, *_ in make_views(
+                                               args.images, 2.0, args.max_windows, 1, 0)],
+                                           "0.5": [n for n, *_ in make_views(
+                                               args.images, 0.5, args.max_windows, 1, 0)]}},
         indent=2) + "\n")
     plot(rows, args.out / "rd.png", args.arch)
     return 0
@@ -197,8 +280,8 @@ def plot(rows: list[dict], path: Path, arch: str) -> None:
         rs = sorted((r for r in rows if r["o_exp"] == o_exp), key=lambda r: r["lambda"])
         for key, label, style in (("plain", arch, "o-"), ("dlrc", f"DLRC + {arch}", "s-"),
                                   ("jpeg", "JPEG (matched bpp)", "^--")):
-            ax.plot([r[f"{key}_bpp"] for r in rs], [r[f"{key}_psnr_db"] for r in rs], style,
-                    label=label)
+            psnr = "jpeg_psnr_db" if key == "jpeg" else f"{key}_psnr"
+            ax.plot([r[f"{key}_bpp"] for r in rs], [r[psnr] for r in rs], style, label=label)
         ax.set_title(f"o_exp = {o_exp}")
         ax.set_xlabel("bpp (all bytes sent / all patch pixels)")
         ax.set_ylabel("PSNR (dB)")

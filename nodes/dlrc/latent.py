@@ -94,15 +94,26 @@ class LatentCoder:
         self._offsets = gc.offset.tolist()
 
     @torch.no_grad()
-    def analyse(self, x: torch.Tensor) -> Analysis:
-        """g_a, the hyperprior's bitstream and h_s(z_hat) for a (1, 3, H, W) image in [0, 1]."""
+    def analyse(self, x: torch.Tensor, margin_px: int = 0) -> Analysis:
+        """g_a, the hyperprior's bitstream and h_s(z_hat) for a (1, 3, H, W) image in [0, 1].
+
+        `margin_px` (a multiple of 16): `x` holds the image plus this much of the scene around
+        it on every side; g_a sees it all and the latent of the inner image is kept, so a
+        ground cell's vector no longer depends on where the image's border falls (two views of
+        the same cell then give the same vector, which the LSH can merge)."""
         if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise DlrcConfigError(f"image tensor shape {tuple(x.shape)}; expected (1, 3, H, W)")
-        if x.shape[2] % 64 or x.shape[3] % 64:
-            raise DlrcConfigError(
-                f"image size {x.shape[3]}x{x.shape[2]} px; expected multiples of 64")
+        if margin_px < 0 or margin_px % 16:
+            raise DlrcConfigError(f"margin_px={margin_px}; expected a multiple of 16 >= 0")
+        h, w = x.shape[2] - 2 * margin_px, x.shape[3] - 2 * margin_px
+        if h <= 0 or w <= 0 or h % 64 or w % 64:
+            inside = f" inside a {margin_px} px margin" if margin_px else ""
+            raise DlrcConfigError(f"image size {w}x{h} px{inside}; expected multiples of 64")
         m = self.model
         y = m.g_a(x)
+        if margin_px:
+            c = margin_px // 16
+            y = y[:, :, c:c + h // 16, c:c + w // 16].contiguous()
         z = m.h_a(y) if self.autoregressive else m.h_a(torch.abs(y))
         z_strings = m.entropy_bottleneck.compress(z)
         z_shape = tuple(z.shape[-2:])

@@ -27,6 +27,9 @@ _S33 = np.uint64(33)
 _S32 = np.uint64(32)
 
 
+_BLOCK_ROWS = 2048
+
+
 def fmix64(h: np.ndarray) -> np.ndarray:
     """MurmurHash3's 64-bit finaliser on a uint64 array (wraps mod 2^64)."""
     h = h ^ (h >> _S33)
@@ -64,10 +67,15 @@ class CrossPolytopeLSH:
         v = np.asarray(vectors, dtype=np.float64)
         if v.ndim != 2 or v.shape[1] != self.dim:
             raise DlrcConfigError(f"LSH input shape {v.shape}; expected (n, {self.dim})")
-        proj = (v @ self._stacked.T).reshape(len(v), self.rounds, self.dim)
-        j = np.argmax(np.abs(proj), axis=2)
-        neg = np.take_along_axis(proj, j[..., None], axis=2)[..., 0] < 0
-        return (2 * j + neg).astype(np.uint64)
+        out = np.empty((len(v), self.rounds), dtype=np.uint64)
+        # blocks of rows bound the (rows, rounds, dim) projection: 2048 x 20 x 64 float64 is
+        # 21 MB, where a 2048 px image's 16,384 vectors at once took 330 MB and 3x the time
+        for a in range(0, len(v), _BLOCK_ROWS):
+            proj = (v[a:a + _BLOCK_ROWS] @ self._stacked.T).reshape(-1, self.rounds, self.dim)
+            j = np.argmax(np.abs(proj), axis=2)
+            neg = np.take_along_axis(proj, j[..., None], axis=2)[..., 0] < 0
+            out[a:a + _BLOCK_ROWS] = 2 * j + neg
+        return out
 
     def signatures(self, vectors: np.ndarray) -> np.ndarray:
         """(n,) int64 signatures: the rounds' vertices mixed by fmix64 (module docstring)."""

@@ -11,6 +11,7 @@ The testbed's agents run the same calls on separate nodes; here they run in one 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ class DlrcConfig:
     rounds: int = 20
     seed: int = 0
     representative: str = "original"  # or "mean"
+    margin_px: int = 0  # scene around each image that g_a sees (LatentCoder.analyse)
 
 
 @dataclass
@@ -66,19 +68,38 @@ class SatelliteEncoder:
             self._lsh = CrossPolytopeLSH(dim, self.config.rounds, self.config.seed)
         return self._lsh
 
-    def analyse(self, sat_id: int, x: torch.Tensor) -> LocalResult:
-        """Stage 1: latent, hyperprior, signatures and local clusters."""
-        a = self.coder.analyse(x)
+    def analyse(self, sat_id: int, x: torch.Tensor,
+                timings: dict[str, float] | None = None) -> LocalResult:
+        """Stage 1: latent, hyperprior, signatures and local clusters. `timings`, when given,
+        gets the seconds of the codec's part (`codec_analyse_s`: g_a, h_a, z coding, h_s) and
+        of DLRC's (`lsh_s`, `select_s`)."""
+        t0 = time.perf_counter()
+        a = self.coder.analyse(x, self.config.margin_px)
+        t1 = time.perf_counter()
         vecs = a.vectors()
         sigs = self.lsh(vecs.shape[1]).signatures(vecs)
+        t2 = time.perf_counter()
         sel = select(sigs, vecs, self.config.representative)
-        return LocalResult(sat_id, a, sigs, sel, (int(x.shape[2]), int(x.shape[3])))
+        t3 = time.perf_counter()
+        if timings is not None:
+            timings.update(codec_analyse_s=t1 - t0, lsh_s=t2 - t1, select_s=t3 - t2)
+        pad = 2 * self.config.margin_px
+        return LocalResult(sat_id, a, sigs, sel, (int(x.shape[2]) - pad, int(x.shape[3]) - pad))
 
-    def encode(self, local: LocalResult, plan: SatellitePlan) -> tuple[bytes, torch.Tensor]:
-        """Stage 2: (payload bytes, encoder-side y_hat) for this satellite's plan."""
+    def encode(self, local: LocalResult, plan: SatellitePlan,
+               timings: dict[str, float] | None = None) -> tuple[bytes, torch.Tensor]:
+        """Stage 2: (payload bytes, encoder-side y_hat) for this satellite's plan. `timings`
+        gets `codec_entropy_s` (entropy coding of the kept vectors) and `map_s` (the
+        assignment map's remapping and LZMA)."""
+        t0 = time.perf_counter()
         seq = global_map(local.selection.assignment, plan)
+        map_blob = mapcodec.encode(seq, plan.base)
+        t1 = time.perf_counter()
         new_vectors = local.selection.rep_vectors[plan.kept]
         y_string, y_hat = self.coder.encode(local.analysis, seq, plan.base, new_vectors)
+        t2 = time.perf_counter()
+        if timings is not None:
+            timings.update(map_s=t1 - t0, codec_entropy_s=t2 - t1)
         _, c, hh, ww = local.analysis.y.shape
         payload = SatellitePayload(
             codec=self.codec, sat_id=local.sat_id, rank=plan.rank, base=plan.base,
@@ -86,7 +107,7 @@ class SatelliteEncoder:
             z_h=local.analysis.z_shape[0], z_w=local.analysis.z_shape[1],
             image_h=local.image_hw[0], image_w=local.image_hw[1],
             z_string=local.analysis.z_string, y_string=y_string,
-            map_blob=mapcodec.encode(seq, plan.base),
+            map_blob=map_blob,
             mean_representatives=self.config.representative == "mean",
         )
         return payload.to_bytes(), y_hat
@@ -114,33 +135,45 @@ class GroundDecoder:
         table: dict[int, torch.Tensor] = {}
         out: dict[int, Reconstruction] = {}
         for rank, p in enumerate(parsed):
-            if p.codec != self.codec:
+            if p.rank != rank:
                 raise CorruptPayloadError(
-                    f"satellite {p.sat_id}: codec {p.codec!r}; this ground decodes {self.codec!r}")
-            if p.rank != rank or p.base != len(table):
-                raise CorruptPayloadError(
-                    f"satellite {p.sat_id}: rank {p.rank}, base {p.base}; expected rank {rank}, "
-                    f"base {len(table)} (payloads of every higher-priority satellite first)")
-            seq = mapcodec.decode(p.map_blob, p.latent_h * p.latent_w, p.base)
-            n_new = len(np.unique(seq[seq >= p.base]))
-            if n_new != p.n_new:
-                raise CorruptPayloadError(
-                    f"satellite {p.sat_id}: map has {n_new} new vectors; header says {p.n_new}")
-            if p.channels != self.coder.model.M:
-                raise CorruptPayloadError(
-                    f"satellite {p.sat_id}: {p.channels} latent channels; this ground's "
-                    f"{self.codec} has {self.coder.model.M}")
-            params = self.coder.hyper_params(p.z_string, (p.z_h, p.z_w))
-            if params.shape[-2:] != (p.latent_h, p.latent_w):
-                raise CorruptPayloadError(
-                    f"satellite {p.sat_id}: latent {p.latent_h}x{p.latent_w} does not match "
-                    f"hyperprior {p.z_h}x{p.z_w}")
-            y_hat, new = self.coder.decode(p.y_string, params,
-                                           seq.reshape(p.latent_h, p.latent_w), p.base, table,
-                                           p.channels)
-            table.update(new)
-            out[p.sat_id] = Reconstruction(p.sat_id, y_hat, self.coder.synthesise(y_hat))
+                    f"satellite {p.sat_id}: rank {p.rank}; expected rank {rank} (payloads of "
+                    "every higher-priority satellite first)")
+            out[p.sat_id] = self.decode_next(p, table)
         return out
+
+    def decode_next(self, payload: bytes | SatellitePayload,
+                    table: dict[int, torch.Tensor]) -> Reconstruction:
+        """Rebuild one satellite's image once every higher-priority satellite's payload has
+        been decoded into `table` (global number -> vector), which this call extends. For a
+        ground that decodes as payloads arrive."""
+        p = payload if isinstance(payload, SatellitePayload) else \
+            SatellitePayload.from_bytes(payload)
+        if p.codec != self.codec:
+            raise CorruptPayloadError(
+                f"satellite {p.sat_id}: codec {p.codec!r}; this ground decodes {self.codec!r}")
+        if p.base != len(table):
+            raise CorruptPayloadError(
+                f"satellite {p.sat_id}: rank {p.rank}, base {p.base}; expected base "
+                f"{len(table)} (payloads of every higher-priority satellite first)")
+        seq = mapcodec.decode(p.map_blob, p.latent_h * p.latent_w, p.base)
+        n_new = len(np.unique(seq[seq >= p.base]))
+        if n_new != p.n_new:
+            raise CorruptPayloadError(
+                f"satellite {p.sat_id}: map has {n_new} new vectors; header says {p.n_new}")
+        if p.channels != self.coder.model.M:
+            raise CorruptPayloadError(
+                f"satellite {p.sat_id}: {p.channels} latent channels; this ground's "
+                f"{self.codec} has {self.coder.model.M}")
+        params = self.coder.hyper_params(p.z_string, (p.z_h, p.z_w))
+        if params.shape[-2:] != (p.latent_h, p.latent_w):
+            raise CorruptPayloadError(
+                f"satellite {p.sat_id}: latent {p.latent_h}x{p.latent_w} does not match "
+                f"hyperprior {p.z_h}x{p.z_w}")
+        y_hat, new = self.coder.decode(p.y_string, params, seq.reshape(p.latent_h, p.latent_w),
+                                       p.base, table, p.channels)
+        table.update(new)
+        return Reconstruction(p.sat_id, y_hat, self.coder.synthesise(y_hat))
 
 
 def run(

@@ -81,6 +81,38 @@ class Options:
             raise self._bad(name, value, "true or false")
         return value
 
+    def names(self, name: str, default: object = _REQUIRED) -> Any:
+        """A non-empty list of distinct non-empty strings (e.g. node names)."""
+        value = self._get(name, default)
+        if value is None:
+            return None
+        if (not isinstance(value, list) or not value
+                or not all(isinstance(v, str) and v for v in value)
+                or len(set(value)) != len(value)):
+            raise self._bad(name, value, "a non-empty list of distinct names")
+        return list(value)
+
+    def int_list(self, name: str, width: int, default: object = _REQUIRED) -> Any:
+        """A list of exactly `width` integers (e.g. [top, left, size])."""
+        value = self._get(name, default)
+        if value is None:
+            return None
+        if not isinstance(value, list) or len(value) != width or \
+                not all(type(v) is int for v in value):
+            raise self._bad(name, value, f"a list of {width} integers")
+        return list(value)
+
+    def int_rows(self, name: str, width: int, default: object = _REQUIRED) -> Any:
+        """A list of lists of `width` integers each (e.g. [[top, left], ...])."""
+        value = self._get(name, default)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(
+                isinstance(row, list) and len(row) == width
+                and all(type(v) is int for v in row) for row in value):
+            raise self._bad(name, value, f"a list of [{', '.join(['int'] * width)}] rows")
+        return [list(row) for row in value]
+
     def finish(self) -> None:
         unknown = sorted(set(self._raw) - self._known)
         if unknown:

@@ -16,6 +16,7 @@ from nodes.errors import NodeError, UnknownWorkloadError
 from nodes.workloads.base import NodeContext, Workload
 
 WORKLOADS: dict[str, str | type[Workload]] = {
+    "dlrc": "nodes.workloads.dlrc_job:Dlrc",
     "downlink-files": "nodes.workloads.downlink_files:DownlinkFiles",
     "message-exchange": "nodes.workloads.message_exchange:MessageExchange",
     "skymoe-serve": "nodes.workloads.skymoe_serve:SkyMoEServe",

@@ -17,6 +17,7 @@ from testbed.observability.errors import ObservabilityError
 __all__ = ["WORKLOAD_FAMILIES", "row_kinds", "workload_rows"]
 
 WORKLOAD_FAMILIES: dict[str, str] = {
+    "dlrc": "nodes.workloads.dlrc_metrics:FAMILIES",
     "skymoe-serve": "nodes.workloads.skymoe_metrics:FAMILIES",
     "spaceverse": "nodes.workloads.spaceverse_metrics:FAMILIES",
 }

@@ -12,6 +12,7 @@ from typing import Any
 from testbed.errors import InputError
 
 WORKLOADS: dict[str, str] = {
+    "dlrc": "testbed.workloads.dlrc:Dlrc",
     "downlink-files": "testbed.workloads.downlink_files:DownlinkFiles",
     "spaceverse": "testbed.workloads.spaceverse:SpaceVerse",
 }

@@ -196,7 +196,7 @@ def test_registry_is_lazy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO_ROOT, timeout=30, check=True,
                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT))).stdout.strip()
-    assert out == ("['downlink-files', 'message-exchange', 'skymoe-serve', 'spaceverse'] "
+    assert out == ("['dlrc', 'downlink-files', 'message-exchange', 'skymoe-serve', 'spaceverse'] "
                    "['nodes.workloads.base', 'nodes.workloads.registry'] "
                    "['nodes.workloads.base', 'nodes.workloads.message_exchange', "
                    "'nodes.workloads.options', 'nodes.workloads.registry']")

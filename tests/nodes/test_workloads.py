@@ -32,7 +32,7 @@ def ctx(name: str, role: Role, results_dir: Path | None = None) -> NodeContext:
 
 def test_unknown_kind_lists_the_valid_ones() -> None:
     with pytest.raises(UnknownWorkloadError, match="unknown workload 'downlink_files'; "
-                                                   "choose: downlink-files") as info:
+                                                   "choose: dlrc, downlink-files") as info:
         create_workload("downlink_files", ctx("sat1", Role.SATELLITE), {})
     assert info.value.valid == workload_kinds()
 

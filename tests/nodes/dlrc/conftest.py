@@ -61,18 +61,36 @@ def to_tensor(im: np.ndarray) -> Any:
     return torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))).float().div(255.0)[None]
 
 
-@pytest.fixture(scope="session")
-def trained_bmshj(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A tiny scale hyperprior trained a few steps on the real training split, saved and loaded
-    back through the cache (so the cache path is what the tests use)."""
+TRAINED = ("bmshj2018-hyperprior", 0.0483)
+
+
+def train_tiny(images_dir: Path, cache: Path) -> Any:
+    """Trains the tiny scale hyperprior (TRAINED) a few steps on the real training split into
+    `cache` (what `make models-codecs` builds, in small); returns the loaded model."""
     require_ml()
     from nodes.models.codecs import store
     from nodes.models.codecs.train import TrainSettings, train
 
-    settings = TrainSettings(arch="bmshj2018-hyperprior", lmbda=0.0483, steps=40, n=CHANNELS,
+    settings = TrainSettings(arch=TRAINED[0], lmbda=TRAINED[1], steps=40, n=CHANNELS,
                              m=CHANNELS, batch=2, crop_px=128, lr=2e-3)
-    model, prov = train(settings, shared_data / "images")
-    cache = tmp_path_factory.mktemp("codecs")
+    model, prov = train(settings, images_dir)
     store.save(model, cache, settings.arch, settings.lmbda, prov)
-    loaded, _ = store.load(cache, settings.arch, settings.lmbda)
+    return store.load(cache, *TRAINED)[0]
+
+
+@pytest.fixture(scope="session")
+def trained_cache(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A codec cache holding the tiny trained scale hyperprior (TRAINED)."""
+    cache = tmp_path_factory.mktemp("codecs")
+    train_tiny(shared_data / "images", cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def trained_bmshj(trained_cache: Path) -> Any:
+    """The tiny trained scale hyperprior, loaded back through the cache (so the cache path is
+    what the tests use)."""
+    from nodes.models.codecs import store
+
+    loaded, _ = store.load(trained_cache, *TRAINED)
     return loaded

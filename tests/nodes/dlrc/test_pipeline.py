@@ -152,3 +152,23 @@ def test_a_satellite_with_nothing_new_sends_an_empty_stream(codec: str, untraine
     assert arb.plans[2].n_new == 0
     rec = GroundDecoder(model, codec).decode(payloads.values())
     assert torch.equal(rec[2].y_hat, rec[1].y_hat) and torch.equal(rec[2].x_hat, rec[1].x_hat)
+
+
+def test_a_margin_makes_border_vectors_of_overlapping_views_match(trained_bmshj,
+                                                                  hr_image) -> None:
+    """Two views 64 px apart: with 32 px of scene around each, the vectors along the shared
+    cells' borders no longer depend on where each view ends, so more of them merge; the
+    payloads and reconstructions stay the inner image's size."""
+    codec = "bmshj2018-hyperprior"
+    offsets = [(64, 64), (128, 128)]
+    plain = _overlapping(hr_image, offsets, 256)
+    m = 32
+    seen = {i + 1: to_tensor(hr_image[t - m:t + 256 + m, s - m:s + 256 + m])
+            for i, (t, s) in enumerate(offsets)}
+    _, arb0, _ = run(trained_bmshj, codec, plain, [1, 2])
+    payloads, arb, _ = run(trained_bmshj, codec, seen, [1, 2], DlrcConfig(margin_px=m))
+    assert arb.plans[2].n_new < arb0.plans[2].n_new
+    rec = GroundDecoder(trained_bmshj, codec).decode(payloads.values())
+    assert tuple(rec[2].x_hat.shape[-2:]) == (256, 256)
+    with pytest.raises(DlrcConfigError, match="margin_px=8; expected a multiple of 16"):
+        LatentCoder(trained_bmshj, codec).analyse(seen[1], margin_px=8)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import lzma
+
 import numpy as np
 import pytest
 
@@ -107,7 +109,22 @@ def test_map_errors() -> None:
         mapcodec.decode(blob, 65, base=0)
     import lzma
 
-    forward = lzma.compress(np.array([0, 3], dtype="<u4").tobytes(), format=lzma.FORMAT_RAW,
+    # wire code 7 = zigzag(+3) + 1: token 3, a copy of vector 2 before it exists
+    forward = lzma.compress(np.array([0, 7], dtype="<u4").tobytes(), format=lzma.FORMAT_RAW,
                             filters=mapcodec._FILTERS)
     with pytest.raises(MapFormatError, match="copies vector 2"):
         mapcodec.decode(forward, 2, base=0)
+
+
+def test_map_delta_codes_round_trip_and_shrink_runs() -> None:
+    tok = np.array([0, 0, 5, 6, 7, 0, 3, 3, 9, 1])
+    codes = mapcodec.delta_codes(tok)
+    # 5 (+5), 6 (+1), 7 (+1), 3 (-4), 3 (0), 9 (+6), 1 (-8): zigzag + 1
+    assert codes.tolist() == [0, 0, 11, 3, 3, 0, 8, 1, 13, 16]
+    assert mapcodec.undelta(codes).tolist() == tok.tolist()
+    # a view that copies a run of another's vectors: the map costs far less than plain tokens
+    seq = np.concatenate([np.arange(1000, 1128), np.arange(128) + 1200])
+    plain = lzma.compress(mapcodec.tokens(seq, 1200).astype("<u4").tobytes(),
+                          format=lzma.FORMAT_RAW, filters=mapcodec._FILTERS)
+    assert len(mapcodec.encode(seq, 1200)) < len(plain)
+    np.testing.assert_array_equal(mapcodec.decode(mapcodec.encode(seq, 1200), 256, 1200), seq)

@@ -19,7 +19,26 @@ def test_round_trip() -> None:
     p = _payload()
     data = p.to_bytes()
     assert SatellitePayload.from_bytes(data) == p
-    assert len(data) == 4 + 3 + len("mbt2018") + 40 + 20 + 200 + 17 + 4
+    assert len(data) == 7 + 35 + 20 + 200 + 17 + 4  # head, fixed, z, y, map, CRC
+
+
+def test_unknown_codec_and_out_of_range_fields_are_named() -> None:
+    from dataclasses import replace
+
+    from nodes.dlrc.errors import DlrcConfigError
+
+    with pytest.raises(DlrcConfigError, match="codec 'jpeg'; expected one of bmshj2018"):
+        replace(_payload(), codec="jpeg").to_bytes()
+    with pytest.raises(DlrcConfigError, match="rank 300"):
+        replace(_payload(), rank=300).to_bytes()
+    data = bytearray(_payload().to_bytes())
+    data[6] = 99  # codec id; the CRC is checked first, so fix it up
+    import struct
+    import zlib
+
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
+    with pytest.raises(CorruptPayloadError, match="codec id 99"):
+        SatellitePayload.from_bytes(bytes(data))
 
 
 @pytest.mark.parametrize("cut", [0, 3, 10, 30, 60, -50, -1])

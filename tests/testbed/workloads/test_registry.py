@@ -23,6 +23,6 @@ def test_classes_implement_the_typed_base() -> None:
 
 
 def test_unknown_kind_lists_the_valid_ones() -> None:
-    with pytest.raises(InputError, match=r"unknown workload kind 'dlrc'; choose: .*"
+    with pytest.raises(InputError, match=r"unknown workload kind 'dlrx'; choose: dlrc, "
                                          r"downlink-files.*none"):
-        workload_class("dlrc")
+        workload_class("dlrx")

@@ -1,0 +1,146 @@
+"""The `dlrc` job kind in process: three satellites and a ground node on loopback data planes
+(real sockets), the real tiny trained codec and a real scene. The ground's reconstruction must
+equal the in-process pipeline's, signature lists must have crossed the data plane, and bad
+options are named."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nodes.clock import SystemClock
+from nodes.context import ContextRef, RunContext
+from nodes.dataplane import DataPlane
+from nodes.errors import WorkloadOptionsError
+from nodes.metrics import Metrics
+from nodes.workloads import NodeContext, Role, WorkloadState, create_workload
+
+from .conftest import TRAINED, to_tensor
+
+SATS = ["sat-a", "sat-b", "sat-c"]
+IPS = {"sat-a": "127.0.0.2", "sat-b": "127.0.0.3", "sat-c": "127.0.0.4", "gs": "127.0.0.5"}
+OFFSETS = [[0, 0], [16, 48], [128, 128]]  # a and b overlap; c does not touch a
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _options(cache: Path, scene: Path, **more: Any) -> dict[str, Any]:
+    return {"models": str(cache), "codec": TRAINED[0], "lmbda": TRAINED[1],
+            "satellites": SATS, "ground": "gs", "scene": str(scene),
+            "window_px": [0, 0, 256], "offsets_px": OFFSETS, "patch_px": 128, **more}
+
+
+@pytest.fixture
+def scene(shared_data: Path) -> Path:
+    path = shared_data / "images" / "rsvqa-hr" / "3.png"
+    if not path.is_file():
+        pytest.skip(f"real image {path} not found")
+    return path
+
+
+@pytest.fixture
+def contexts(tmp_path: Path):
+    """One NodeContext per node with a listening data plane; closed afterwards."""
+    port = _free_port()
+    now = time.time()
+    made: dict[str, NodeContext] = {}
+    try:
+        for name, ip in IPS.items():
+            ref = ContextRef()
+            contacts = [] if name == "gs" else [{"peer": "gs", "start_s": 0.0, "end_s": 3600.0}]
+            ref.set(RunContext.from_json({"node": name, "peers": IPS, "data_port": port,
+                                          "scenario_start_unix_s": now, "speed": 1.0,
+                                          "contacts": contacts}))
+            dp = DataPlane(name, ip, ref)
+            dp.listen(port)
+            made[name] = NodeContext(
+                name=name, role=Role.GROUND if name == "gs" else Role.SATELLITE, data_ip=ip,
+                results_dir=tmp_path, metrics=Metrics({"node": name}), clock=SystemClock(),
+                output_dir=tmp_path / name, run=ref, dataplane=dp)
+        yield made
+    finally:
+        for ctx in made.values():
+            assert ctx.dataplane is not None
+            ctx.dataplane.close()
+
+
+def test_three_satellites_and_a_ground_match_the_in_process_pipeline(
+        contexts: dict[str, NodeContext], trained_cache: Path, trained_bmshj: Any,
+        scene: Path) -> None:
+    opts = _options(trained_cache, scene, accelerator="jetson-agx-orin")
+    jobs = {name: create_workload("dlrc", ctx, opts) for name, ctx in contexts.items()}
+    for job in jobs.values():
+        job.start()
+    for name, job in jobs.items():
+        assert job.wait(120), f"{name} did not finish"
+    res = {name: job.results() for name, job in jobs.items()}
+    for name, r in res.items():
+        assert r["state"] == WorkloadState.FINISHED.value, (name, r["error"])
+
+    # the same patches through the in-process pipeline
+    from nodes.dlrc.pipeline import DlrcConfig, GroundDecoder, run
+    from nodes.models.codecs.images import load_rgb
+
+    im = load_rgb(scene)
+    xs = {i + 1: to_tensor(im[t:t + 128, lf:lf + 128]) for i, (t, lf) in enumerate(OFFSETS)}
+    payloads, arb, _ = run(trained_bmshj, TRAINED[0], xs, [1, 2, 3], DlrcConfig())
+    rec = GroundDecoder(trained_bmshj, TRAINED[0]).decode(payloads.values())
+    import hashlib
+
+    ground = res["gs"]["summary"]
+    assert ground["decoded"] == 3
+    for i, name in enumerate(SATS, start=1):
+        sat = res[name]["summary"]
+        assert sat["payload_sha256"] == hashlib.sha256(payloads[i]).hexdigest()
+        assert ground["per_satellite"][name]["payload_sha256"] == sat["payload_sha256"]
+        x_hat = rec[i].x_hat.clamp(0, 1).numpy()
+        want = 10 * np.log10(1 / np.mean((x_hat.astype(np.float64) - xs[i].numpy()) ** 2))
+        assert ground["per_satellite"][name]["psnr_db"] == pytest.approx(want, abs=1e-6)
+        assert sat["priority_order"] == SATS and sat["rank"] == i - 1
+        assert sat["kept_vectors"] == arb.plans[i].n_new
+        # the other two lists crossed the data plane, and this one went to both peers
+        got = [e for e in res[name]["events"] if e["what"] == "signatures-received"]
+        sent = [e for e in res[name]["events"] if e["what"] == "signatures-sent"]
+        assert sorted(e["peer"] for e in got) == sorted(set(SATS) - {name})
+        assert sorted(e["peer"] for e in sent) == sorted(set(SATS) - {name})
+        assert sat["sync_round_s"] > 0
+        b = sat["bytes"]
+        assert b["total"] == b["entropy_coded"] + b["map_lzma"] + b["header"]
+        assert b["map_raw"] > 0 and b["plain"] > 0
+        measured = sat["times"]["measured"]
+        assert measured["codec_s"] > 0 and measured["dlrc_s"] > 0
+        emulated = sat["times"]["emulated"]
+        assert emulated["accelerator"] == "Jetson AGX Orin 64GB"
+        assert 0 < emulated["dlrc_s"] < emulated["codec_s"]
+    # satellite b overlaps a: it keeps fewer vectors than it has positions
+    assert res["sat-b"]["summary"]["kept_vectors"] < res["sat-b"]["summary"]["positions"]
+    metrics = contexts["gs"].metrics
+    assert metrics.value("leo_dlrc_psnr_decibels", satellite="sat-b") == pytest.approx(
+        ground["per_satellite"]["sat-b"]["psnr_db"])
+    assert (contexts["gs"].output_dir / "recon-sat-c.png").is_file()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"offsets_px": [[0, 0], [8, 0], [0, 0]]}, r"offsets_px=\[8, 0\], expected multiples of 16"),
+    ({"offsets_px": [[0, 0]]}, r"offsets_px=.*one \[top, left\] per satellite \(3\)"),
+    ({"priority": "fastest"}, r"priority='fastest', expected one of energy, link-quality"),
+    ({"patch_px": 100}, r"patch_px=100, expected a multiple of 64"),
+    ({"downlink": "later"}, r"downlink='later', expected one of contact, route"),
+    ({"accelerator": "tpu"}, r"accelerator='tpu', expected one of"),
+    ({"satellites": ["sat-b", "sat-c", "sat-d"], "offsets_px": OFFSETS},
+     r"node sat-a is not one of the observers"),
+])
+def test_bad_options_are_named(contexts: dict[str, NodeContext], tmp_path: Path,
+                               change: dict[str, Any], match: str) -> None:
+    opts = {**_options(tmp_path, tmp_path / "scene.png"), **change}
+    with pytest.raises(WorkloadOptionsError, match=match):
+        create_workload("dlrc", contexts["sat-a"], opts)
