@@ -129,8 +129,11 @@ def main(argv: list[str] | None = None) -> int:
               for n, m in models.items()}
     commit, dirty = _git()
     argv_used = argv if argv is not None else sys.argv[1:]
+    # the data folder is named as $TESTBED_DATA, not by this machine's path
+    command = " ".join(["experiments/skymoe/run.py", *argv_used]).replace(
+        str(data_dir()), "$TESTBED_DATA")
     summary = {
-        "command": " ".join(["experiments/skymoe/run.py", *argv_used]),
+        "command": command,
         "git_commit": commit, "git_dirty": dirty, "source": source,
         "models": {n: json.loads((built[n] / "provenance.json").read_text()) for n in names},
         "test_samples": len(test), "per_task_cap": args.per_task,

@@ -105,6 +105,17 @@ class MoELayer(nn.Module):
             top_p = top_p / top_p.sum(-1, keepdim=True)
         return probs, top_p, top_i
 
+    def _one_token(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoding one token at inference: the renormalised top-k weights are the softmax of
+        the top-k router logits (the same numbers, fewer operations); its k experts only."""
+        top_l, top_i = self.router(x).topk(self.top_k, dim=-1)
+        weights = top_l.reshape(-1).softmax(-1).tolist()
+        experts = top_i.reshape(-1).tolist()
+        out = self.experts[experts[0]](x) * weights[0]
+        for e, w in zip(experts[1:], weights[1:], strict=True):
+            out.add_(self.experts[e](x), alpha=w)
+        return out
+
     def dispatch(self, x: torch.Tensor, weights: torch.Tensor,
                  top_i: torch.Tensor) -> torch.Tensor:
         """sum_k w_k * e_{i_k}(x) for tokens `[N, D]`; experts run on their own rows only."""
@@ -123,6 +134,9 @@ class MoELayer(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        if (x.numel() == x.shape[-1] and valid is None and self.stats is None
+                and self.normalize_topk and not (self.training or torch.is_grad_enabled())):
+            return self._one_token(x)
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         keep = None if valid is None else valid.reshape(-1)

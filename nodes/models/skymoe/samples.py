@@ -9,7 +9,6 @@ the model trains and is tested without it. Results name the source they used.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
 from pathlib import Path
 
 from nodes.models.errors import DatasetError
@@ -75,8 +74,3 @@ def score(sample: Sample, predicted: str, source: str) -> dict[str, float | bool
         return out
     return {"correct": predicted.strip() == sample.answer.strip()}
 
-
-def families_of(samples: Sequence[Sample], source: str) -> list[str]:
-    """The families present, in `FAMILIES` order."""
-    present = {family(s, source) for s in samples}
-    return [f for f in FAMILIES if f in present]

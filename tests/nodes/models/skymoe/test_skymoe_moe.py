@@ -129,3 +129,15 @@ def test_one_token_path_equals_the_batched_path() -> None:
         batched = layer(x)
         one_by_one = torch.cat([layer(x[i:i + 1]) for i in range(6)])
     assert torch.allclose(batched, one_by_one, atol=1e-6)
+
+
+def test_inference_one_token_path_equals_the_general_path() -> None:
+    torch.manual_seed(2)
+    layer = MoELayer([SwiGLU(8, 8) for _ in range(4)], 8, top_k=2).eval()
+    x = torch.randn(1, 1, 8)
+    with torch.no_grad():
+        fast = layer(x)
+        probs, weights, top_i = layer.route(x.reshape(1, 8))
+        general = layer.dispatch(x.reshape(1, 8), weights, top_i).reshape(1, 1, 8)
+        dense = _dense_reference(layer, x.reshape(1, 8)).reshape(1, 1, 8)
+    assert torch.allclose(fast, general, atol=1e-6) and torch.allclose(fast, dense, atol=1e-6)

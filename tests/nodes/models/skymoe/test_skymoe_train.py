@@ -23,8 +23,8 @@ def test_short_staged_run_learns_caches_and_loads(shared_data: Path, tmp_path: P
     moe = MoESettings(num_experts=2, steps=6, batch=16)
     built = build(shared_data / "images", tmp_path, TINY, [moe], log=lines.append,
                   samples=samples)
-    assert sorted(built) == ["dense", "skymoe-e2"]
-    prov = json.loads((tmp_path / "skymoe-e2/provenance.json").read_text())
+    assert sorted(built) == ["dense", "skymoe-e2-6steps"]
+    prov = json.loads((tmp_path / "skymoe-e2-6steps/provenance.json").read_text())
     dense = prov["parent"]["stages"]
     first = float(next(ln for ln in lines if ln.startswith("stage0 step 0/")).split()[4])
     assert dense["stage0"]["final_ar_loss"] < 0.6 * first        # from ~ln(vocab) well down
@@ -42,8 +42,8 @@ def test_short_staged_run_learns_caches_and_loads(shared_data: Path, tmp_path: P
     lines.clear()
     build(shared_data / "images", tmp_path, TINY, [moe], log=lines.append, samples=samples)
     assert lines == [f"dense: cached ({tmp_path / 'dense'})",
-                     f"skymoe-e2: cached ({tmp_path / 'skymoe-e2'})"]
+                     f"skymoe-e2-6steps: cached ({tmp_path / 'skymoe-e2-6steps'})"]
 
-    vlm = SkyMoEVLM.load(tmp_path / "skymoe-e2", qwen_tokenizer)
+    vlm = SkyMoEVLM.load(tmp_path / "skymoe-e2-6steps", qwen_tokenizer)
     gen = vlm.generate(torch.rand(3, 256, 256), samples[0].prompt)
     assert gen.num_tokens >= 1 and vlm.cfg.num_experts == 2
