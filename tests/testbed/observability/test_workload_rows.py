@@ -61,7 +61,7 @@ def test_skymoe_row_has_a_panel_per_family_split_by_its_labels() -> None:
 
 def test_unknown_row_kind_lists_the_valid_ones() -> None:
     with pytest.raises(ObservabilityError, match="no dashboard row for workload kind "
-                                                 "'skymoe'; choose: skymoe-serve"):
+                                                 "'skymoe'; choose: dlrc, skymoe-serve, spaceverse"):
         workload_rows(["skymoe"])
     assert "skymoe-serve" in row_kinds()
 
@@ -77,4 +77,4 @@ def test_cli_export_adds_the_row(tmp_path: Path, capsys: pytest.CaptureFixture) 
     rows = [p["title"] for p in board["panels"] if p["type"] == "row"]
     assert rows[-2:] == ["Workload: node agent", "Workload: skymoe-serve"]
     assert main(["dashboards", "export", str(scenario), str(out), "--row", "nope"]) == 2
-    assert "choose: skymoe-serve" in capsys.readouterr().err
+    assert "choose: dlrc, skymoe-serve, spaceverse" in capsys.readouterr().err
