@@ -25,6 +25,7 @@ __all__ = ["VLM_KINDS", "load_vlm", "parse_vlm_spec", "register_vlm_kind", "vlm_
 VLM_KINDS: dict[str, str] = {
     "small": "nodes.models.vlm.small:SmallVLM.load",
     "hf-qwen2vl": "nodes.models.vlm.hf_qwen2vl:HFQwen2VL.from_local_dir",
+    "skymoe": "nodes.models.skymoe.vlm:SkyMoEVLM.load",  # dense or MoE SkyMoE (ground model)
 }
 _KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 

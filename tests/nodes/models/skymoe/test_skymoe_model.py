@@ -176,3 +176,16 @@ def test_hf_decoder_loaded_from_a_local_dir_upcycles_exactly(tmp_path: Path) -> 
     assert moe[0].router.weight.grad is not None
     with pytest.raises(ModelNotFoundError, match="no config.json"):
         load_hf_llm(tmp_path)
+
+
+def test_skymoe_loads_by_spec_as_a_ground_model(tiny_dense, tmp_path: Path) -> None:
+    """`skymoe:<dir>` is a VLM kind, so SpaceVerse's `ground_model` option can name it."""
+    from nodes.models.vlm.loader import load_vlm
+
+    save_net(upcycle_net(tiny_dense, 4), tmp_path / "m")
+    model = load_vlm(f"skymoe:{tmp_path / 'm'}")
+    assert isinstance(model, SkyMoEVLM)
+    model.track_routing(True)
+    gen = model.step(model.start(torch.rand(3, 64, 64), "Which scene does this image belong to?"), 2)
+    assert gen.token_ids and all(0.0 <= p <= 1.0 for p in gen.token_probs)
+    assert sum(sum(layer["tokens_per_expert"]) for layer in model.routing_stats()) > 0
