@@ -138,7 +138,8 @@ def test_job_errors(inproc_agents: Callable[..., InProcessAgent], tmp_path: Path
         with pytest.raises(AgentApiError, match=match) as info:
             client.submit_job(sat.mgmt, "message-exchange", options, token=TOKEN)
         assert (info.value.status, info.value.error) == (400, "WorkloadOptionsError")
-    with pytest.raises(AgentApiError, match="choose: dlrc, downlink-files, message-exchange") as info:
+    with pytest.raises(AgentApiError,
+                       match="choose: dlrc, downlink-files, message-exchange") as info:
         client.submit_job(sat.mgmt, "message_exchange", {}, token=TOKEN)
     assert info.value.status == 400
     with pytest.raises(AgentApiError, match="job id '../x'") as info:

@@ -60,8 +60,8 @@ def test_skymoe_row_has_a_panel_per_family_split_by_its_labels() -> None:
 
 
 def test_unknown_row_kind_lists_the_valid_ones() -> None:
-    with pytest.raises(ObservabilityError, match="no dashboard row for workload kind "
-                                                 "'skymoe'; choose: dlrc, skymoe-serve, spaceverse"):
+    with pytest.raises(ObservabilityError, match="no dashboard row for workload kind 'skymoe'; "
+                                                 "choose: dlrc, skymoe-serve, spaceverse"):
         workload_rows(["skymoe"])
     assert "skymoe-serve" in row_kinds()
 

@@ -186,6 +186,7 @@ def test_skymoe_loads_by_spec_as_a_ground_model(tiny_dense, tmp_path: Path) -> N
     model = load_vlm(f"skymoe:{tmp_path / 'm'}")
     assert isinstance(model, SkyMoEVLM)
     model.track_routing(True)
-    gen = model.step(model.start(torch.rand(3, 64, 64), "Which scene does this image belong to?"), 2)
+    prompt = "Which scene does this image belong to?"
+    gen = model.step(model.start(torch.rand(3, 64, 64), prompt), 2)
     assert gen.token_ids and all(0.0 <= p <= 1.0 for p in gen.token_probs)
     assert sum(sum(layer["tokens_per_expert"]) for layer in model.routing_stats()) > 0
