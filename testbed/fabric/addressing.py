@@ -26,11 +26,38 @@ DATA_OFPORT = 1
 MGMT_NS_IFNAME = "mgmt0"
 DEFAULT_DATA_SUBNET = "10.128.0.0/16"
 DEFAULT_MGMT_SUBNET = "172.30.0.0/16"
+AUTO_MGMT_SUBNET = "auto"
+# `backend.mgmt_subnet: auto` takes the first of these that no address or route of the host
+# overlaps, so two runs on one host (or a lab network in 172.30/16) do not collide.
+MGMT_SUBNET_CANDIDATES = tuple(f"172.{b}.0.0/16" for b in range(30, 15, -1)) + tuple(
+    f"10.{b}.0.0/16" for b in range(255, 199, -1))
 MAX_MGMT_BRIDGE_PORTS = 1023  # Linux bridge limit (BR_MAX_PORTS 1024, port 0 reserved)
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 
 Role = Literal["satellite", "ground"]
 ShaperKind = Literal["kernel", "userspace"]
+
+
+def pick_mgmt_subnet(spec: str, in_use: Iterable[ipaddress.IPv4Network]) -> str:
+    """The management subnet a run uses: `spec` itself when it is a CIDR that overlaps none of
+    `in_use` (the host's addresses and routes), or with `auto` the first free candidate.
+    Raises InputError naming the overlap, or saying that every candidate is taken."""
+    used = [n for n in in_use if not n.is_loopback and n.prefixlen > 0]
+    if spec != AUTO_MGMT_SUBNET:
+        net = _subnet(spec, "backend.mgmt_subnet")
+        clash = next((u for u in used if net.overlaps(u)), None)
+        if clash is not None:
+            raise InputError(f"backend.mgmt_subnet {spec} overlaps {clash}, already on this "
+                             "host (another run's management network, or a lab network); "
+                             "choose a free subnet or `auto`", field="backend.mgmt_subnet")
+        return str(net)
+    for candidate in MGMT_SUBNET_CANDIDATES:
+        net = ipaddress.IPv4Network(candidate)
+        if not any(net.overlaps(u) for u in used):
+            return candidate
+    raise InputError(f"backend.mgmt_subnet auto: all {len(MGMT_SUBNET_CANDIDATES)} candidate "
+                     "subnets (172.16-30.0.0/16, 10.200-255.0.0/16) overlap this host's "
+                     "addresses or routes; name a free one", field="backend.mgmt_subnet")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import ipaddress
 import os
 import random
 import socket
@@ -55,6 +56,22 @@ class NetlinkBatchError(TestbedError):
     def __init__(self, message: str, *, failures: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(message)
         self.failures = list(failures)
+
+
+def host_ipv4_networks() -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks of the host's own namespace: every address's subnet and every
+    route's destination (what a new management subnet must not overlap). Needs no root."""
+    nets: list[ipaddress.IPv4Network] = []
+    with IPRoute() as ipr:
+        for msg in ipr.get_addr(family=socket.AF_INET):
+            addr = msg.get_attr("IFA_ADDRESS")
+            if addr:
+                nets.append(ipaddress.IPv4Network(f"{addr}/{msg['prefixlen']}", strict=False))
+        for msg in ipr.get_routes(family=socket.AF_INET):
+            dst = msg.get_attr("RTA_DST")
+            if dst and msg["dst_len"] > 0:
+                nets.append(ipaddress.IPv4Network(f"{dst}/{msg['dst_len']}", strict=False))
+    return nets
 
 
 def netns_path(name: str) -> Path:

@@ -30,6 +30,7 @@ from testbed.lifecycle.network import (
     Network,
     Progress,
     build_plan,
+    choose_mgmt_subnet,
     free_tcp_port,
     isl_shaper,
     run_prefix,
@@ -51,7 +52,7 @@ class NetworkBuilder:
 
     def __init__(self, scenario: Scenario, timeline: Timeline, run_dir: RunDir, runner: Runner,
                  ledger: Ledger, progress: Progress | None = None,
-                 inventory: object = None) -> None:
+                 inventory: object = None, mgmt_subnet: str | None = None) -> None:
         self.scenario = scenario
         self.timeline = timeline
         self.run_dir = run_dir
@@ -59,6 +60,7 @@ class NetworkBuilder:
         self.ledger = ledger
         self.progress = progress
         self.inventory = inventory
+        self.mgmt_subnet = mgmt_subnet or choose_mgmt_subnet(scenario)
         self.shapers: dict[str, Shaper] = {}
         self.shaper_of: dict[str, str] = {}
         self.controller: ControllerProcess | None = None
@@ -93,7 +95,7 @@ class NetworkBuilder:
         scenario, run_dir = self.scenario, self.run_dir
         static = scenario.backend.routing == "static"
         prefix = run_prefix(scenario.name)
-        plan = build_plan(self.timeline, prefix, isl_shaper(scenario))
+        plan = build_plan(self.timeline, prefix, isl_shaper(scenario), self.mgmt_subnet)
         run_dir.write_json(run_dir.state, {"prefix": prefix, "plan": plan.to_dict()})
         stations = {n.name for n in self.timeline.nodes if n.kind == "ground"}
         book = LinkBook(scenario, plan, stations,

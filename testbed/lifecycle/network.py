@@ -24,7 +24,13 @@ from netem.shapers.userspace import UserspaceShaper
 from netem.shapers.userspace_program import TraceProgram
 from testbed.backends.base import NodeBackend
 from testbed.errors import InputError, TestbedError
-from testbed.fabric.addressing import AddressPlan, LinkSpec, NodeSpec
+from testbed.fabric.addressing import (
+    DEFAULT_MGMT_SUBNET,
+    AddressPlan,
+    LinkSpec,
+    NodeSpec,
+    pick_mgmt_subnet,
+)
 from testbed.fabric.ovs import OvsFabric
 from testbed.ledger import Ledger, process_entry_details
 from testbed.lifecycle.links import LinkBook
@@ -72,8 +78,16 @@ def isl_shaper(scenario: Scenario, caps: Capabilities | None = None) -> str:
     return "kernel" if able else "userspace"
 
 
-def build_plan(timeline: Timeline, prefix: str, isl_shaper_name: str = "userspace"
-               ) -> AddressPlan:
+def choose_mgmt_subnet(scenario: Scenario) -> str:
+    """`backend.mgmt_subnet` checked against the host's addresses and routes (`auto`: the
+    first free candidate), so a second run on this host gets its own management network."""
+    from testbed.fabric.netlink import host_ipv4_networks
+
+    return pick_mgmt_subnet(scenario.backend.mgmt_subnet, host_ipv4_networks())
+
+
+def build_plan(timeline: Timeline, prefix: str, isl_shaper_name: str = "userspace",
+               mgmt_subnet: str = DEFAULT_MGMT_SUBNET) -> AddressPlan:
     """Nodes of the timeline; one link for every node pair that is ever up. Ground links are
     always userspace-shaped (they follow recorded traces); ISLs get `isl_shaper_name`."""
     nodes = [NodeSpec(n.name, n.kind) for n in timeline.nodes]
@@ -84,7 +98,7 @@ def build_plan(timeline: Timeline, prefix: str, isl_shaper_name: str = "userspac
     links = [LinkSpec(*name.split("--"),
                       shaper=isl_shaper_name if kind == "isl" else "userspace")  # type: ignore[arg-type]
              for name, kind in seen.items()]
-    return AddressPlan.build(prefix, nodes, links)
+    return AddressPlan.build(prefix, nodes, links, mgmt_subnet=mgmt_subnet)
 
 
 @dataclass
@@ -127,16 +141,17 @@ class Network:
 
     @classmethod
     def up(cls, scenario: Scenario, timeline: Timeline, run_dir: RunDir, runner: Runner,
-           ledger: Ledger, *, progress: Progress | None = None, inventory: object = None
-           ) -> Network:
+           ledger: Ledger, *, progress: Progress | None = None, inventory: object = None,
+           mgmt_subnet: str | None = None) -> Network:
         """Create the network of a run (nodes, fabric, shapers, controller, first routes) and
         return it running. Everything is recorded in `ledger` before it exists; on failure
         the processes started so far are stopped and the error propagates (the ledger's
-        teardown removes the rest)."""
+        teardown removes the rest). `mgmt_subnet`: the one `prepare()` picked (None: pick
+        now from `backend.mgmt_subnet`)."""
         from testbed.lifecycle.build import NetworkBuilder
 
         return NetworkBuilder(scenario, timeline, run_dir, runner, ledger, progress,
-                              inventory).build()
+                              inventory, mgmt_subnet).build()
 
     def backend_of(self, node: str) -> NodeBackend:
         """The backend that made node `node` (raises for unknown names, listing valid ones)."""

@@ -27,7 +27,7 @@ from testbed.lifecycle.clock import AppliedInstant, RunClock
 from testbed.lifecycle.control import ControlServer
 from testbed.lifecycle.faults import FAULT_OPS, FaultInjector
 from testbed.lifecycle.live_view import base_status, merge_view
-from testbed.lifecycle.network import Network
+from testbed.lifecycle.network import Network, choose_mgmt_subnet
 from testbed.lifecycle.observers import (
     Observers,
     ProgressObserver,
@@ -114,6 +114,9 @@ class Prepared:
     inventory: object = None
     """The lab inventory named by `backend.inventory` (libvirt and remote backends), loaded
     and checked by `prepare`."""
+    mgmt_subnet: str | None = None
+    """The management subnet of this run (`backend.mgmt_subnet`, `auto` resolved against the
+    host's addresses by `prepare`): the network and the metrics scraper use the same one."""
 
 
 def prepare(scenario_path: Path, *, speed: float | None = None,
@@ -145,7 +148,9 @@ def prepare(scenario_path: Path, *, speed: float | None = None,
         scenario, scenario_path, run_name=scenario.name,
         extra={"timeline_events": len(timeline.events)}))
     write_outputs(scenario, timeline, run_dir, progress)
-    return Prepared(scenario_path, scenario, timeline, run_dir, leftovers, inventory)
+    mgmt_subnet = choose_mgmt_subnet(scenario)  # after the leftover run's bridge is gone
+    return Prepared(scenario_path, scenario, timeline, run_dir, leftovers, inventory,
+                    mgmt_subnet)
 
 
 def _probe_kernel_now() -> None:
@@ -231,7 +236,8 @@ def hold(prep: Prepared, *, progress: Progress | None = None, report: Report = p
             observe.observers.append(ProgressObserver(progress, scenario.duration_s))
         try:
             net = Network.up(scenario, prep.timeline, run_dir, Runner(), ledger,
-                             progress=progress, inventory=prep.inventory)
+                             progress=progress, inventory=prep.inventory,
+                             mgmt_subnet=prep.mgmt_subnet)
             live_net = net
             observe.observers.append(StatusFileObserver(
                 lambda rec: run_dir.write_json(run_dir.status,

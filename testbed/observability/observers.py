@@ -113,6 +113,7 @@ def observability_observers(prep: Any, *, host: str = "127.0.0.1", port: int = 0
 
     Example: `hold(prep, observers=observability_observers(prep))`.
     """
+    from testbed.fabric.addressing import DEFAULT_MGMT_SUBNET
     from testbed.ledger import Ledger
     from testbed.lifecycle.network import build_plan, run_prefix
     from testbed.observability.annotations import AnnotationsObserver
@@ -135,7 +136,8 @@ def observability_observers(prep: Any, *, host: str = "127.0.0.1", port: int = 0
                               binary=prometheus_binary)
     out.append(prom)
     if start:
-        plan = build_plan(prep.timeline, run_prefix(prep.scenario.name))
+        plan = build_plan(prep.timeline, run_prefix(prep.scenario.name),
+                          mgmt_subnet=prep.mgmt_subnet or DEFAULT_MGMT_SUBNET)
         try:
             with Ledger(prep.run_dir.ledger) as ledger:  # closed before hold() opens it
                 prom.start(plan, ledger)

@@ -7,6 +7,7 @@ fails before anything is created. `testbed/scenario/README.md` documents every f
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -226,12 +227,31 @@ class BackendSpec(Strict):
         default_factory=dict, description="backend-specific settings (e.g. libvirt_uri, image)")
     ovs_datapath: Literal["netdev", "system"] = "netdev"
     routing: Literal["controller", "static"] = "controller"
+    mgmt_subnet: str = Field(
+        "auto", description="the agents' management network (IPv4 CIDR, on the host): `auto` "
+        "takes the first of 172.30/16, 172.29/16, ... that no host address or route overlaps, "
+        "so two runs on one host do not collide")
     inventory: Path | None = Field(None, description="lab inventory (libvirt/remote backends)")
     prometheus: Literal["run", "external", "none"] = Field(
         "run", description="who stores the run's metrics: a Prometheus started per run (TSDB "
         "in the run directory), the lab's server at `prometheus_url`, or none")
     prometheus_url: str | None = Field(
         None, description="base URL of the lab's Prometheus (with prometheus: external)")
+
+    @field_validator("mgmt_subnet")
+    @classmethod
+    def _mgmt_subnet(cls, v: str) -> str:
+        if v == "auto":
+            return v
+        try:
+            net = ipaddress.IPv4Network(v, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"mgmt_subnet {v!r}: expected `auto` or an IPv4 network such as "
+                             f"172.30.0.0/16 ({exc})") from None
+        if net.prefixlen > 28:
+            raise ValueError(f"mgmt_subnet {v}: /{net.prefixlen} is too small, expected /28 or "
+                             "larger")
+        return v
 
     @model_validator(mode="after")
     def _prometheus_url(self) -> BackendSpec:

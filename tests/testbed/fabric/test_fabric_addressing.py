@@ -8,7 +8,7 @@ import json
 import pytest
 
 from testbed.errors import InputError
-from testbed.fabric.addressing import AddressPlan, LinkSpec, NodeSpec
+from testbed.fabric.addressing import AddressPlan, LinkSpec, NodeSpec, pick_mgmt_subnet
 
 
 def ring_of_rings(planes: int, per_plane: int) -> tuple[list[NodeSpec], list[LinkSpec]]:
@@ -90,3 +90,20 @@ def test_lookup_errors() -> None:
         plan.node("c")
     with pytest.raises(InputError, match="not part of run tx"):
         plan.owner_of("eth0")
+
+
+def test_mgmt_subnet_auto_skips_what_the_host_uses() -> None:
+    """A second run on one host (its 172.30/16 bridge up) gets 172.29/16; a named subnet that
+    overlaps the host's networks is refused with the overlap named."""
+    host = [ipaddress.IPv4Network(n) for n in ("127.0.0.0/8", "0.0.0.0/0", "192.0.2.0/24")]
+    assert pick_mgmt_subnet("auto", host) == "172.30.0.0/16"  # default route ignored
+    host.append(ipaddress.IPv4Network("172.30.0.0/16"))
+    assert pick_mgmt_subnet("auto", host) == "172.29.0.0/16"
+    host.append(ipaddress.IPv4Network("172.16.0.0/12"))  # a lab network over all 172.16-31
+    assert pick_mgmt_subnet("auto", host) == "10.255.0.0/16"
+    assert pick_mgmt_subnet("10.9.0.0/24", host) == "10.9.0.0/24"
+    with pytest.raises(InputError, match=r"mgmt_subnet 172.29.4.0/24 overlaps 172.16.0.0/12"):
+        pick_mgmt_subnet("172.29.4.0/24", host)
+    with pytest.raises(InputError, match="all 71 candidate subnets"):
+        pick_mgmt_subnet("auto", [ipaddress.IPv4Network("0.0.0.0/1"),
+                                  ipaddress.IPv4Network("128.0.0.0/1")])

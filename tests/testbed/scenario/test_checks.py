@@ -54,16 +54,16 @@ def test_valid_kinds_are_the_orchestrated_ones_and_none() -> None:
 
 
 def test_unknown_workload_kind_names_file_line_field_and_valid_kinds(tmp_path, capsys) -> None:
-    path = scenario(tmp_path, kind="dlrc")
+    path = scenario(tmp_path, kind="dlrx")
     assert main(["validate", str(path)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert f"{path}:16: workload.kind: unknown workload kind 'dlrc'; choose: " in err
+    assert f"{path}:16: workload.kind: unknown workload kind 'dlrx'; choose: " in err
     assert ", ".join(valid_workload_kinds()) in err
 
 
 def test_run_and_up_refuse_it_before_creating_anything(tmp_path) -> None:
-    path = scenario(tmp_path, kind="dlrc")
-    with pytest.raises(ScenarioError, match="unknown workload kind 'dlrc'"):
+    path = scenario(tmp_path, kind="dlrx")
+    with pytest.raises(ScenarioError, match="unknown workload kind 'dlrx'"):
         prepare(path)  # what `up` and `run` call first
     assert not (tmp_path / "runs").exists()
 
