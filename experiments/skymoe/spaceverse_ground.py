@@ -133,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         for label, spec in grounds.items():
             print(f"== {label}: {spec}", flush=True)
             summary, rows = run_one(scenario, label, spec, Path(tmp))
+            failed = (summary.get("workload") or {}).get("failed") or {}
+            if failed:  # a job that failed on a node makes every figure of the run meaningless
+                node, error = next(iter(failed.items()))
+                print(f"{label}: the spaceverse job failed on {len(failed)} node(s), e.g. "
+                      f"{node}: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
+                return 1
             results[label] = {"model": spec, "scored": scored(rows),
                               "workload_summary": (summary.get("workload") or {}).get("summary"),
                               "wall_s": summary["wall_s"]}
