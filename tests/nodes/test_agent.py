@@ -66,7 +66,7 @@ def test_agent_api_end_to_end(agent_factory: Callable[..., AgentProcess], images
     with pytest.raises(AgentApiError) as info:
         client.results(sat.mgmt, token=tok)
     assert (info.value.status, info.value.error) == (409, "WorkloadStateError")
-    with pytest.raises(AgentApiError, match="choose: downlink-files") as info:
+    with pytest.raises(AgentApiError, match="choose: dlrc, downlink-files") as info:
         client.start_workload(sat.mgmt, "downlink_files", {}, token=tok)
     assert info.value.status == 400 and info.value.error == "UnknownWorkloadError"
     with pytest.raises(AgentApiError, match="unknown option") as info:
