@@ -29,6 +29,7 @@ __all__ = ["SmallVLM", "SmallVLMConfig", "SmallVLMNet", "load_image", "load_samp
 PAD, UNK = 0, 1          # prompt vocabulary
 BOS, EOS = 0, 1          # answer vocabulary
 _MEAN, _STD = 0.45, 0.25
+GROUND_PX = 128
 
 
 @dataclass
@@ -44,9 +45,15 @@ class SmallVLMConfig:
     max_answer_tokens: int = 6
     prompt_vocab: list[str] = field(default_factory=list)
     answer_vocab: list[str] = field(default_factory=list)
+    # residual 3x3 blocks after each stage's strided conv (depth where the grid is small)
+    blocks: tuple[int, ...] = (0, 0, 0, 0)
 
     def __post_init__(self) -> None:
         self.widths = tuple(self.widths)
+        self.blocks = tuple(self.blocks)
+        if len(self.blocks) != 4 or min(self.blocks) < 0:
+            raise ModelConfigError(f"model {self.name}: blocks={self.blocks}, expected 4 "
+                                   "counts >= 0")
         if self.input_px % 16 or self.input_px < 32:
             raise ModelConfigError(f"model {self.name}: input_px={self.input_px}, "
                                    "expected a multiple of 16, >= 32")
@@ -56,13 +63,18 @@ class SmallVLMConfig:
 
 
 def preset(kind: str, prompt_vocab: list[str], answer_vocab: list[str]) -> SmallVLMConfig:
-    """`onboard` (W^s: 64 px, narrow) or `ground` (W^g: 96 px, wider)."""
+    """`onboard` (W^s: 64 px, 4 convs, narrow) or `ground` (W^g: GROUND_PX, deeper and wider).
+
+    The ground model is the "regular VLM" of the pair: twice the input resolution of the
+    on-board one and residual blocks where the grid is small, so it keeps the detail of the
+    512 px RSVQA-HR and 256 px UC Merced images that 64 px loses.
+    """
     if kind == "onboard":
         return SmallVLMConfig("small-onboard", 64, (16, 24, 32, 48), 48, 4, 24, 6,
                               prompt_vocab, answer_vocab)
     if kind == "ground":
-        return SmallVLMConfig("small-ground", 96, (24, 48, 96, 128), 128, 4, 24, 6,
-                              prompt_vocab, answer_vocab)
+        return SmallVLMConfig("small-ground", GROUND_PX, (24, 48, 96, 160), 160, 4, 24, 6,
+                              prompt_vocab, answer_vocab, blocks=(0, 0, 1, 1))
     raise ModelConfigError(f"unknown small VLM preset {kind!r}; choose: ground, onboard")
 
 
@@ -90,6 +102,20 @@ def _conv(cin: int, cout: int) -> nn.Sequential:
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+class _Residual(nn.Module):
+    """x + conv-bn-relu-conv-bn(x), then relu: depth without changing the grid."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                                  nn.Conv2d(width, width, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
+
+
 class SmallVLMNet(nn.Module):
     """The network; `SmallVLM` wraps it into the VLM interface."""
 
@@ -98,8 +124,9 @@ class SmallVLMNet(nn.Module):
         self.cfg = cfg
         d = cfg.dim
         layers, cin = [], 3
-        for w in cfg.widths:
+        for w, n_blocks in zip(cfg.widths, cfg.blocks, strict=True):
             layers.append(_conv(cin, w))
+            layers.extend(_Residual(w) for _ in range(n_blocks))
             cin = w
         self.cnn = nn.Sequential(*layers)
         self.vis_proj = nn.Conv2d(cin, d, 1)
@@ -302,5 +329,6 @@ def save_net(net: SmallVLMNet, model_dir: Path) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     cfg = asdict(net.cfg)
     cfg["widths"] = list(cfg["widths"])
+    cfg["blocks"] = list(cfg["blocks"])
     (model_dir / "config.json").write_text(json.dumps(cfg, indent=1))
     torch.save(net.state_dict(), model_dir / "weights.pt")

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from nodes.models.vlm.data import Sample, load_samples, select_split, tokenize_words
+from nodes.models.vlm.degrade import degrade_regions
 from nodes.models.vlm.small import SmallVLMNet, load_sample_image, preset, save_net
 
-__all__ = ["TrainSettings", "data_sha256", "main", "train_model"]
+__all__ = ["DEFAULT_DEGRADE_SHARE", "TrainSettings", "data_sha256", "main", "train_model"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class TrainSettings:
     seed: int = 0
     split_seed: int = 0
     eurosat_per_class: int = 150
+    degrade_share: float = 0.0   # share of training images degraded by region (degrade.py)
+
+
+# W^g answers what the ground receives: SpaceVerse's offloads are multi-scale preprocessed
+DEFAULT_DEGRADE_SHARE = {"onboard": 0.0, "ground": 0.3}
 
 
 def data_sha256(samples: Sequence[Sample]) -> str:
@@ -84,6 +90,7 @@ def train_model(samples: Sequence[Sample], settings: TrainSettings, out_dir: Pat
     net = SmallVLMNet(cfg)
     images = _preload(train, cfg.input_px)
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=1e-4)
+    degrade_gen = torch.Generator().manual_seed(settings.seed)
     t0 = time.monotonic()
     net.train()
     losses: list[float] = []
@@ -95,6 +102,8 @@ def train_model(samples: Sequence[Sample], settings: TrainSettings, out_dir: Pat
         x = torch.stack([images[s.image_key] for s in batch])
         flip = torch.rand(len(batch)) < 0.5
         x[flip] = x[flip].flip(-1)
+        if settings.degrade_share > 0:
+            x = degrade_regions(x, settings.degrade_share, degrade_gen)
         inp, tgt = net.answer_ids([s.answer for s in batch])
         logits = net(x, [s.prompt for s in batch], inp)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
@@ -127,9 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kinds", nargs="+", default=["onboard", "ground"])
     ap.add_argument("--force", action="store_true", help="retrain even if the cache matches")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--degrade-share", type=float, default=None,
+                    help="share of training images degraded by region (default: onboard 0, "
+                         "ground 0.3)")
     args = ap.parse_args(argv)
     for kind in args.kinds:
-        settings = TrainSettings(kind=kind, steps=args.steps)
+        share = (DEFAULT_DEGRADE_SHARE.get(kind, 0.0) if args.degrade_share is None
+                 else args.degrade_share)
+        settings = TrainSettings(kind=kind, steps=args.steps, degrade_share=share)
         samples = load_samples(args.data, eurosat_per_class=settings.eurosat_per_class)
         sha = data_sha256(samples)
         name = f"small-{kind}"

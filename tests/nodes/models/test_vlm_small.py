@@ -59,6 +59,28 @@ def test_missing_model_and_bad_config_are_named(tmp_path: Path) -> None:
         preset("onboard", [], []).__class__("x", 50, (1, 2, 3, 4), 8)
     with pytest.raises(ModelConfigError, match="'huge'"):
         preset("huge", [], [])
+    with pytest.raises(ModelConfigError, match="blocks=\\(0, 1\\)"):
+        preset("onboard", [], []).__class__("x", 64, (1, 2, 3, 4), 8, blocks=(0, 1))
+
+
+def test_ground_preset_is_the_larger_model(tmp_path: Path) -> None:
+    """W^g: twice W^s's input, residual blocks, many times its parameters; blocks round-trip."""
+    torch.manual_seed(0)
+    words, answers = ["is", "there", "a", "road"], ["yes", "no"]
+    onboard = SmallVLMNet(preset("onboard", words, answers))
+    ground = SmallVLM(SmallVLMNet(preset("ground", words, answers)))
+    assert ground.cfg.input_px == 2 * onboard.cfg.input_px
+    assert sum(ground.cfg.blocks) >= 1 and sum(onboard.cfg.blocks) == 0
+    n_onboard = sum(p.numel() for p in onboard.parameters())
+    assert ground.work(torch.rand(3, 64, 64), "is there a road").params > 10 * n_onboard
+    side = ground.cfg.input_px // 16
+    assert ground.image_features(torch.rand(3, 200, 200)).shape == (side * side, ground.cfg.dim)
+    ground.save(tmp_path / "g")
+    back = SmallVLM.load(tmp_path / "g")
+    assert back.cfg.blocks == ground.cfg.blocks
+    img = torch.rand(3, 150, 150)
+    assert back.generate(img, "is there a road").token_probs == \
+        pytest.approx(ground.generate(img, "is there a road").token_probs)
 
 
 def test_answer_bins() -> None:
