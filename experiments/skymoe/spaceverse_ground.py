@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
@@ -30,8 +29,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from testbed.lifecycle.session import hold, prepare, summarize  # noqa: E402
-from testbed.workloads.registry import workload_for  # noqa: E402
+from experiments.spaceverse.testbed import run_method  # noqa: E402
 
 SCORED_QTYPES = ("presence", "comp")
 TASKS = ["rsvqa-lr", "rsvqa-hr"]
@@ -43,18 +41,9 @@ DEFAULT_GROUND = ("dense=skymoe:.cache/models/skymoe/dense",
 def run_one(scenario: dict, label: str, spec: str, workdir: Path) -> tuple[dict, list[dict]]:
     """One ground-only testbed run with W^g = `spec`; returns its summary and sample rows."""
     doc = copy.deepcopy(scenario)
-    opts = doc["workload"]["options"]
-    opts.update(method="ground-only", ground_model=spec, tasks=TASKS, timing="small")
-    doc["name"] = f"sv-ground-{label}"[:40]
-    path = workdir / f"{label}.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    prep = prepare(path)
-    t0 = time.monotonic()
-    held = hold(prep, report=lambda m: print(f"  [{label}] {m}", flush=True),
-                workload=workload_for(prep))
-    summary = summarize(prep, held)
-    summary["wall_s"] = time.monotonic() - t0
-    samples = prep.run_dir.results / "spaceverse-samples.jsonl"
+    doc["workload"]["options"].update(ground_model=spec, tasks=TASKS, timing="small")
+    summary = run_method(doc, "ground-only", workdir, label=label)
+    samples = summary.pop("results_dir") / "spaceverse-samples.jsonl"
     rows = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
     return summary, rows
 
@@ -80,7 +69,7 @@ def scored(rows: list[dict]) -> dict:
 
 
 def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{1e3 * v:.2f}"
+    return "-" if v is None else f"{1e3 * v:.3g}"
 
 
 def table(results: dict[str, dict]) -> str:
@@ -123,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                      "make models-vlm)")
         grounds[label] = f"{kind}:{path}"
     scenario = yaml.safe_load(args.scenario.read_text())
+    scenario["name"] = "sv-ground"
     scenario["duration_s"] = args.duration_s
     opts = scenario["workload"]["options"]
     opts["per_task"] = args.per_task

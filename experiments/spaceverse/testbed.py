@@ -47,20 +47,23 @@ def _git() -> tuple[str, bool]:
     return commit, dirty
 
 
-def run_method(scenario: dict, method: str, workdir: Path) -> dict:
-    """One testbed run of `scenario` with `method`; returns the run's summary."""
+def run_method(scenario: dict, method: str, workdir: Path, label: str | None = None) -> dict:
+    """One testbed run of `scenario` with `method` (run named after `label`, default the
+    method); returns the run's summary."""
+    label = label or method
     doc = copy.deepcopy(scenario)
     doc["workload"]["options"]["method"] = method
-    doc["name"] = f"{scenario['name']}-{method}"[:40]
-    path = workdir / f"{method}.yaml"
+    doc["name"] = f"{scenario['name']}-{label}"[:40]
+    path = workdir / f"{label}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     prep = prepare(path)
     t0 = time.monotonic()
-    held = hold(prep, report=lambda m: print(f"  [{method}] {m}", flush=True),
+    held = hold(prep, report=lambda m: print(f"  [{label}] {m}", flush=True),
                 workload=workload_for(prep))
     out = summarize(prep, held)
     out["wall_s"] = time.monotonic() - t0
     out["run_dir"] = prep.run_dir.path.name
+    out["results_dir"] = prep.run_dir.results  # the per-sample files (not in the results)
     return out
 
 
