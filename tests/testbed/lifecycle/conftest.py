@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import require_binary, require_root
+
+
+def wait_until(pred: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.1) -> Any:
+    """`pred()`'s first truthy value, polled every `poll_s`; fails naming `what` after
+    `timeout_s` (bounded waits for a live run's files and agents)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"{what} not within {timeout_s} s")
+
 
 SMALL = """\
 name: {name}

@@ -28,6 +28,8 @@ from testbed.workloads.downlink_files import fault_losses, sender_tallies
 from testbed.workloads.pool import AGENT_PORT, read_token
 from testbed.workloads.registry import workload_for
 
+from .conftest import wait_until
+
 DOWNLINK_MBPS = 10
 """Low enough that 27 satellites sending ~4.5 MB each keep the downlink busy for the whole run,
 so the victim is sending when it is killed and still has files left after its restart."""
@@ -48,18 +50,8 @@ def _scenario(small_scenario, source: Path, duration_s: float) -> Path:
     return path
 
 
-def _wait(pred: Any, timeout_s: float, what: str, poll_s: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise AssertionError(f"{what} not within {timeout_s} s")
-
-
 def _nodes(prep: Prepared) -> dict[str, dict[str, Any]]:
-    _wait(prep.run_dir.status.exists, 120, "status.json")
+    wait_until(prep.run_dir.status.exists, 120, "status.json")
     state = json.loads(prep.run_dir.state.read_text())
     return {n["name"]: n for n in state["plan"]["nodes"]}
 
@@ -115,8 +107,8 @@ def _kill_and_restart(prep: Prepared, checks: dict[str, Any]) -> None:
         serving = _serving(request(sock, {"op": "status"}))
         # a sender with files delivered that is not the serving satellite (which would cut
         # everyone off the ground station)
-        got = _wait(lambda: {s: n for s, n in _received(nodes, token).items()
-                             if n >= 1 and s != serving}, 40, "deliveries from a satellite")
+        got = wait_until(lambda: {s: n for s, n in _received(nodes, token).items()
+                                  if n >= 1 and s != serving}, 40, "deliveries from a satellite")
         victim = max(got, key=lambda s: got[s])
         checks["victim"] = victim
         checks["old_pid"] = old_pid = _pid(nodes, victim)
@@ -130,15 +122,16 @@ def _kill_and_restart(prep: Prepared, checks: dict[str, Any]) -> None:
                                          if victim in n.split("--")}
         checks["paths_during"] = _paths_to_gs(live, gs_ip)
         checks["down_nodes"] = live["down_nodes"]
-        _wait(lambda: time.monotonic() - t_kill > RESTART_AFTER_S, RESTART_AFTER_S + 1, "sleep")
-        checks["new_pid"] = _wait(lambda: _pid(nodes, victim), 30, "restarted agent")
+        wait_until(lambda: time.monotonic() - t_kill > RESTART_AFTER_S, RESTART_AFTER_S + 1,
+                   "sleep")
+        checks["new_pid"] = wait_until(lambda: _pid(nodes, victim), 30, "restarted agent")
         checks["restart_wall_s"] = time.monotonic() - t_kill
         live = request(sock, {"op": "status"})
         checks["victim_links_after"] = {n: v["up"] for n, v in live["links"].items()
                                         if victim in n.split("--")}
         checks["paths_after"] = _paths_to_gs(live, gs_ip)
         checks["received_at_restart"] = _received(nodes, token).get(victim, 0)
-        checks["received_again"] = _wait(
+        checks["received_again"] = wait_until(
             lambda: _received(nodes, token).get(victim, 0) > checks["received_at_restart"], 20,
             "a delivery from the restarted satellite")
     except BaseException as exc:  # noqa: BLE001 - reported by the test in the main thread
@@ -225,13 +218,13 @@ def _cut(prep: Prepared, checks: dict[str, Any]) -> None:
     try:
         nodes = _nodes(prep)
         token = read_token(prep.run_dir.path)
-        _wait(lambda: sum(_received(nodes, token).values()) >= 3, 40, "deliveries")
+        wait_until(lambda: sum(_received(nodes, token).values()) >= 3, 40, "deliveries")
         serving = _serving(request(sock, {"op": "status"}))
         checks["serving"] = serving
         checks["reply"] = request(sock, {"op": "cut-link", "a": "gs", "b": serving,
                                          "for_s": CUT_FOR_S})
         checks["during"] = request(sock, {"op": "status"})["links"]
-        _wait(lambda: request(sock, {"op": "status"})["links"][checks["reply"]["link"]]["up"],
+        wait_until(lambda: request(sock, {"op": "status"})["links"][checks["reply"]["link"]]["up"],
               CUT_FOR_S + 10, "the link restored")
         checks["received_after"] = _received(nodes, token)
         checks["controller"] = request(sock, {"op": "restart-controller"})

@@ -10,9 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,21 +22,12 @@ from testbed.lifecycle.network import run_prefix
 from testbed.scenario import load_scenario
 from testbed.workloads.pool import AGENT_PORT, read_token
 
-from .conftest import leftovers
+from .conftest import leftovers, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.ovs]
 
 SENDER, ECHO = "walker-p0-s0", "walker-p0-s1"  # neighbours in a plane: one ISL apart
 
-
-def _wait(fn: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not within {timeout_s} s")
 
 
 def test_job_runs_on_demand_agents_across_a_shaped_isl(small_scenario, tmp_path: Path,
@@ -59,7 +48,7 @@ def test_job_runs_on_demand_agents_across_a_shaped_isl(small_scenario, tmp_path:
             return (run_dir / "status.json").exists()
 
         try:
-            _wait(live, 240, "status.json")
+            wait_until(live, 240, "status.json")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- up.log ---\n"
                                  + log.read_text(errors="replace")[-3000:]) from None
@@ -100,7 +89,7 @@ def test_job_runs_on_demand_agents_across_a_shaped_isl(small_scenario, tmp_path:
             client.jobs(addr, token="x" * 43)
         assert len(client.jobs(addr, token=token)) == 1
         # only the two nodes that got a job have an agent (on demand)
-        assert _wait(lambda: len([n for n in mgmt if _answers(mgmt[n])]) == 2, 5, "agents")
+        assert wait_until(lambda: len([n for n in mgmt if _answers(mgmt[n])]) == 2, 5, "agents")
     finally:
         os.killpg(up.pid, signal.SIGTERM)
         up.wait(timeout=120)

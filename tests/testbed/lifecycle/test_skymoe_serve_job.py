@@ -26,20 +26,11 @@ from testbed.scenario import load_scenario
 from testbed.workloads.pool import AGENT_PORT, read_token
 from tests.nodes.skymoe_tiny import build_tiny_skymoe
 
-from .conftest import leftovers
+from .conftest import leftovers, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.ovs]
 TASKS = ("eurosat-rgb", "neon-count")
 
-
-def _wait(fn: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not within {timeout_s} s")
 
 
 def test_skymoe_serve_job_on_the_ground_station(small_scenario, shared_data: Path,
@@ -64,7 +55,7 @@ def test_skymoe_serve_job_on_the_ground_station(small_scenario, shared_data: Pat
                                      + log.read_text(errors="replace")[-3000:])
             return (run_dir / "status.json").exists()
 
-        _wait(live, 240, "status.json")
+        wait_until(live, 240, "status.json", poll_s=0.2)
         fetched = tmp_path / "fetched"
         assert main(["job", str(run_dir), "gs", "skymoe-serve", "--set", f"model={model}",
                      "--set", f"data={images}", "--set", f"tasks={','.join(TASKS)}",
@@ -101,7 +92,7 @@ def test_skymoe_serve_job_on_the_ground_station(small_scenario, shared_data: Pat
             return api_get(url, "/api/v1/query", {"query": expr})["result"]
 
         sel = f'leo_skymoe_requests_total{{run="{scenario.name}",node="gs"}}'
-        _wait(lambda: query(sel), 30, "leo_skymoe_requests_total in Prometheus")
+        wait_until(lambda: query(sel), 30, "leo_skymoe_requests_total in Prometheus", poll_s=0.2)
         time.sleep(2.5)  # counters need two scrapes for a rate
         board = to_json(overview(scenario.name, workloads=workload_rows(["skymoe-serve"])))
         queries = [(t, e) for t, e in panel_queries(board) if "leo_skymoe_" in e]
