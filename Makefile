@@ -91,7 +91,8 @@ experiments-skymoe: setup
 # `experiments-dlrc-testbed` runs DLRC on the emulated network (root, Open vSwitch).
 .PHONY: models-codecs-dlrc experiments experiments-dlrc experiments-dlrc-testbed
 models-codecs-dlrc: models-codecs
-	$(MAKE) models-codecs CODEC_ARCHS="mbt2018 cheng2020-attn" CODEC_LAMBDAS="0.0067 0.0483"
+	$(MAKE) models-codecs CODEC_ARCHS="mbt2018 cheng2020-attn elic2022-official" \
+	    CODEC_LAMBDAS="0.0067 0.0483"
 
 experiments-dlrc: models-codecs-dlrc
 	$(PY) experiments/dlrc/rd.py --arch bmshj2018-hyperprior --max-windows 6

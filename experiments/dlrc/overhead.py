@@ -3,8 +3,11 @@ Table 2 / Fig. 9), measured on this CPU and emulated for an on-board GPU.
 
 For each codec and square patch size: the codec's `compress` (median of `--reps`, one torch
 thread) and DLRC's extra on-board work on the same latent (LSH, selection, arbitration of the
-satellite's own list, assignment-map coding), both on this machine, in one run; DLRC's extra
-peak memory (tracemalloc over its numpy work). Emulated: the roofline of the codec's transforms
+satellite's own list, assignment-map coding), both on this machine, in one run. Memory: the
+peak resident memory each adds above what the process held before it ran (Linux's VmHWM,
+reset through /proc/self/clear_refs, in a fresh process per figure so no allocator cache from
+an earlier run hides it), for the codec's compress and for DLRC's extra alike; and DLRC's
+peak over its numpy work alone (tracemalloc). Emulated: the roofline of the codec's transforms
 and of the LSH for `--accelerator` (nodes.compute; entropy coding is not emulated). Weights:
 the cached trained codec where one exists (`make models-codecs`), else the same architecture
 untrained (operation counts, hence times, do not depend on the weights; the row says which).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -47,17 +51,69 @@ def model_for(cache: Path, arch: str, lmbda: float):  # noqa: ANN201
         return m.eval(), "untrained (timing only)"
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_rss_mib(fn) -> float:  # noqa: ANN001
+    """MiB of resident memory `fn()` adds at its peak above the process's memory before it."""
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    before = _status_kib("VmRSS")
+    fn()
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+def probe_memory(cache: Path, arch: str, lmbda: float, size: int, rounds: int,
+                 what: str, vecs_npy: str = "") -> float:
+    """In this process (run fresh by `memory_mib`): peak MiB of the codec's compress on one
+    random `size` px patch, or of DLRC's extra work (LSH set-up included) on the latent
+    vectors saved in `vecs_npy`."""
+    if what == "dlrc":
+        vecs = np.load(vecs_npy)
+        return peak_rss_mib(lambda: dlrc_extra(vecs, CrossPolytopeLSH(vecs.shape[1], rounds, 0)))
+    import torch
+
+    torch.set_num_threads(1)
+    model, _ = model_for(cache, arch, lmbda)
+    x = torch.from_numpy(np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32))
+    with torch.no_grad():
+        return peak_rss_mib(lambda: model.compress(x))
+
+
+def memory_mib(cache: Path, arch: str, lmbda: float, size: int, rounds: int,
+               what: str, vecs: np.ndarray | None = None) -> float:
+    """probe_memory in a fresh Python process (`vecs`: the latent vectors, for "dlrc")."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        vecs_npy = ""
+        if vecs is not None:
+            vecs_npy = str(Path(tmp) / "vecs.npy")
+            np.save(vecs_npy, vecs)
+        call = (f"probe_memory(Path({str(cache)!r}), {arch!r}, {lmbda!r}, {size!r}, "
+                f"{rounds!r}, {what!r}, {vecs_npy!r})")
+        code = (f"import sys; from pathlib import Path; sys.path.insert(0, {str(REPO)!r}); "
+                f"from experiments.dlrc.overhead import probe_memory; print({call})")
+        out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                             text=True, check=True, cwd=REPO, timeout=1800)
+    return float(out.stdout.split()[-1])
+
+
 def dlrc_extra(vecs: np.ndarray, lsh: CrossPolytopeLSH) -> None:
     sel = select(lsh.signatures(vecs), vecs)
     arb = arbitrate({1: sel.signatures}, [1])
     mapcodec.encode(global_map(sel.assignment, arb.plans[1]), 0)
 
 
-def measure(model, arch: str, size: int, reps: int, rounds: int, acc_name: str) -> dict:
+def measure(model, arch: str, size: int, reps: int, rounds: int, acc_name: str,
+            cache: Path, lmbda: float) -> dict:
     import torch
 
     from nodes.compute import accelerator, roofline_s
-    from nodes.dlrc.latent import LatentCoder
+    from nodes.dlrc.latent import latent_coder
     from nodes.dlrc.work import codec_analysis_work, lsh_work
 
     rng = np.random.default_rng(0)
@@ -65,7 +121,7 @@ def measure(model, arch: str, size: int, reps: int, rounds: int, acc_name: str) 
     lsh = CrossPolytopeLSH(model.M, rounds, 0)
     t_codec, t_dlrc = [], []
     with torch.no_grad():
-        vecs = LatentCoder(model, arch).analyse(x).vectors()
+        vecs = latent_coder(model, arch).analyse(x).vectors()
         for _ in range(reps):
             t0 = time.perf_counter()
             model.compress(x)
@@ -85,6 +141,8 @@ def measure(model, arch: str, size: int, reps: int, rounds: int, acc_name: str) 
             "dlrc_s": float(np.median(t_dlrc)),
             "ratio": float(np.median(t_dlrc) / np.median(t_codec)),
             "dlrc_peak_mib": peak / 2**20,
+            "codec_rss_peak_mib": memory_mib(cache, arch, lmbda, size, rounds, "codec"),
+            "dlrc_rss_peak_mib": memory_mib(cache, arch, lmbda, size, rounds, "dlrc", vecs),
             "emulated_codec_transforms_s": codec_emu, "emulated_lsh_s": lsh_emu,
             "emulated_ratio": lsh_emu / codec_emu}
 
@@ -95,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", type=Path, default=REPO / ".cache/models/codecs")
     p.add_argument("--arch", nargs="+",
-                   default=["bmshj2018-hyperprior", "mbt2018", "cheng2020-attn"])
+                   default=["bmshj2018-hyperprior", "mbt2018", "cheng2020-attn",
+                            "elic2022-official"])
     p.add_argument("--lmbda", type=float, default=0.0067)
     p.add_argument("--sizes", nargs="+", type=int, default=[256, 512, 1024, 2048])
     p.add_argument("--max-ar-px", type=int, default=1024,
@@ -111,12 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for arch in args.arch:
         model, weights = model_for(args.cache, arch, args.lmbda)
-        autoregressive = hasattr(model, "context_prediction")
+        autoregressive = hasattr(model, "context_prediction")  # ELIC's passes are batched
         for size in args.sizes:
             if autoregressive and size > args.max_ar_px:
                 continue
             reps = args.reps if size <= 512 else max(1, args.reps // 3)
-            row = {**measure(model, arch, size, reps, args.rounds, args.accelerator),
+            row = {**measure(model, arch, size, reps, args.rounds, args.accelerator,
+                             args.cache, args.lmbda),
                    "weights": weights, "reps": reps}
             rows.append(row)
             print(json.dumps(row), flush=True)

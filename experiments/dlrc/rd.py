@@ -97,9 +97,9 @@ def overhead(model, arch: str, x, reps: int = 5) -> dict:
     """Median seconds of the codec's compress and of DLRC's extra on-board work at 256 x 256."""
     import torch
 
-    from nodes.dlrc.latent import LatentCoder
+    from nodes.dlrc.latent import latent_coder
 
-    coder = LatentCoder(model, arch)
+    coder = latent_coder(model, arch)
     lsh = CrossPolytopeLSH(model.M, 20, 0)  # rotations are drawn once per satellite
     t_codec, t_dlrc = [], []
     for _ in range(reps):
@@ -138,7 +138,7 @@ def evaluate(model, arch: str, views: list, config) -> dict:
     from nodes.dlrc.wire import SatellitePayload
     from nodes.workloads.dlrc_ground import ms_ssim
 
-    ground = GroundDecoder(model, arch)
+    ground = GroundDecoder(model, arch, config)
     parts = dict.fromkeys(("plain", "dlrc", "entropy", "map_lzma", "map_raw", "header"), 0)
     ps: dict[str, list[float]] = {"plain_psnr": [], "dlrc_psnr": [], "plain_msssim": [],
                                   "dlrc_msssim": []}
@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--representative", default="original", choices=("original", "mean"))
     p.add_argument("--margin-px", type=int, default=0,
                    help="scene around each patch that DLRC's analysis sees (multiple of 16)")
+    p.add_argument("--cross-context", default="mean", choices=("mean", "zero"),
+                   help="context models: what a dropped cross-satellite vector is in the walk")
     p.add_argument("--out", type=Path, default=None,
                    help="results folder (default experiments/dlrc/results/<arch>)")
     args = p.parse_args(argv)
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out = REPO / "experiments/dlrc/results" / args.arch
     args.out.mkdir(parents=True, exist_ok=True)
     rows, provenance = [], {}
-    config = DlrcConfig(args.rounds, 0, args.representative, args.margin_px)
+    config = DlrcConfig(args.rounds, 0, args.representative, args.margin_px, args.cross_context)
     for o_exp in (2.0, 0.5):
         views = make_views(args.images, o_exp, args.max_windows, args.sats, args.seed)
         all_patches = [q for v in views for q in v[1]]
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
          + " ".join(argv if argv is not None else sys.argv[1:]),
          "rows": rows, "encoder_overhead_256px": timing,
          "dlrc": {"rounds": args.rounds, "representative": args.representative,
-                  "margin_px": args.margin_px},
+                  "margin_px": args.margin_px, "cross_context": args.cross_context},
          "codecs": provenance, "windows": {"2.0": [n for n, *_ in make_views(
                                                args.images, 2.0, args.max_windows, 1, 0)],
                                            "0.5": [n for n, *_ in make_views(

@@ -17,7 +17,8 @@ _EXPORTS = {
     "nodes.dlrc.arbiter": ("PRIORITY_RULES", "Arbitration", "SatellitePlan", "SatelliteState",
                            "arbitrate", "global_map", "priority_order"),
     "nodes.dlrc.wire": ("SatellitePayload",),
-    "nodes.dlrc.latent": ("Analysis", "LatentCoder"),
+    "nodes.dlrc.latent": ("Analysis", "LatentCoder", "latent_coder"),
+    "nodes.dlrc.latent_grouped": ("GroupedLatentCoder",),
     "nodes.dlrc.pipeline": ("DlrcConfig", "GroundDecoder", "LocalResult", "Reconstruction",
                             "SatelliteEncoder", "run"),
 }

@@ -10,8 +10,10 @@ so no retraining is needed:
   decoder walk the map in raster order over the same buffer: new vectors are quantised around mu
   and coded; copies of the satellite's own earlier vectors are filled in before later positions
   use them as context. A vector the satellite drops because a higher-priority satellite sends it
-  is unknown to the dropping satellite, so it stays zero in that satellite's context (encoder and
-  decoder agree) and is filled in from the other satellite after the walk.
+  is unknown to the dropping satellite, so in both walks that position holds its predicted mean
+  mu (what the hyperprior and the context decoded so far predict there: the best guess encoder
+  and decoder can both compute) and the other satellite's vector replaces it after the walk.
+- ELIC's channel groups with checkerboard passes: nodes.dlrc.latent_grouped.
 
 With every position new (no duplicates) both walks do exactly what CompressAI's compress and
 decompress do, so y_hat and x_hat are bit-identical to the plain codec's.
@@ -38,6 +40,40 @@ from nodes.models.codecs.registry import codec_spec
 
 KERNEL = 5
 PAD = (KERNEL - 1) // 2
+
+
+def check_image(x: torch.Tensor, margin_px: int) -> tuple[int, int]:
+    """(height, width) of the image inside `margin_px`, after checking the tensor's shape and
+    that the codec's 64-pixel grid fits it."""
+    if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+        raise DlrcConfigError(f"image tensor shape {tuple(x.shape)}; expected (1, 3, H, W)")
+    if margin_px < 0 or margin_px % 16:
+        raise DlrcConfigError(f"margin_px={margin_px}; expected a multiple of 16 >= 0")
+    h, w = x.shape[2] - 2 * margin_px, x.shape[3] - 2 * margin_px
+    if h <= 0 or w <= 0 or h % 64 or w % 64:
+        inside = f" inside a {margin_px} px margin" if margin_px else ""
+        raise DlrcConfigError(f"image size {w}x{h} px{inside}; expected multiples of 64")
+    return int(h), int(w)
+
+
+CROSS_CONTEXTS = ("mean", "zero")
+
+
+def latent_coder(model: Any, codec: str, cross_context: str = "mean") -> Any:
+    """The filter and reconstructor for `codec`'s entropy model (LatentCoder or, for ELIC's
+    channel groups, GroupedLatentCoder); UnsupportedCodecError for a codec DLRC cannot filter.
+    `cross_context`: what a context model sees where another satellite's vector goes, its
+    predicted mean (default) or zero (kept to measure what the mean gains); satellites and
+    ground must agree."""
+    if cross_context not in CROSS_CONTEXTS:
+        raise DlrcConfigError(f"cross_context={cross_context!r}; expected one of "
+                              f"{', '.join(CROSS_CONTEXTS)}")
+    spec = codec_spec(codec)
+    if spec.dlrc and spec.context == "checkerboard-groups":
+        from nodes.dlrc.latent_grouped import GroupedLatentCoder
+
+        return GroupedLatentCoder(model, codec, cross_context)
+    return LatentCoder(model, codec, cross_context)
 
 
 @dataclass
@@ -77,17 +113,18 @@ def _rans_decoder(y_string: bytes, n_new: int) -> RansDecoder:
 class LatentCoder:
     """DLRC's filter (encode) and reconstructor (decode) for one trained codec."""
 
-    def __init__(self, model: Any, codec: str):
+    def __init__(self, model: Any, codec: str, cross_context: str = "mean"):
         spec = codec_spec(codec)
-        if not spec.dlrc:
+        if not spec.dlrc or spec.context not in ("hyperprior", "raster"):
             raise UnsupportedCodecError(
-                f"codec {codec!r}: DLRC's filter handles hyperprior and raster-order "
-                "autoregressive context models (bmshj2018-hyperprior, mbt2018, cheng2020-attn); "
-                "this one uses a checkerboard/channel-group context"
-            )
+                f"codec {codec!r} ({spec.context} context): LatentCoder handles the scale "
+                "hyperprior and raster-order context models (bmshj2018-hyperprior, mbt2018, "
+                "cheng2020-attn); use latent_coder() to get the coder for any codec")
         self.model = model
         self.codec = codec
         self.autoregressive = spec.autoregressive
+        self.channels = int(model.M)
+        self.cross_mean = cross_context == "mean"
         gc = model.gaussian_conditional
         self._cdf = gc.quantized_cdf.tolist()
         self._cdf_lengths = gc.cdf_length.tolist()
@@ -101,14 +138,7 @@ class LatentCoder:
         it on every side; g_a sees it all and the latent of the inner image is kept, so a
         ground cell's vector no longer depends on where the image's border falls (two views of
         the same cell then give the same vector, which the LSH can merge)."""
-        if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-            raise DlrcConfigError(f"image tensor shape {tuple(x.shape)}; expected (1, 3, H, W)")
-        if margin_px < 0 or margin_px % 16:
-            raise DlrcConfigError(f"margin_px={margin_px}; expected a multiple of 16 >= 0")
-        h, w = x.shape[2] - 2 * margin_px, x.shape[3] - 2 * margin_px
-        if h <= 0 or w <= 0 or h % 64 or w % 64:
-            inside = f" inside a {margin_px} px margin" if margin_px else ""
-            raise DlrcConfigError(f"image size {w}x{h} px{inside}; expected multiples of 64")
+        h, w = check_image(x, margin_px)
         m = self.model
         y = m.g_a(x)
         if margin_px:
@@ -142,7 +172,8 @@ class LatentCoder:
         self, analysis: Analysis, seq_map: np.ndarray, base: int, new_vectors: np.ndarray
     ) -> tuple[bytes, torch.Tensor]:
         """(y bitstream, encoder-side y_hat) coding `new_vectors` ((n_new, C), raster order of
-        their first position) where `seq_map` has a new number; cross-satellite copies stay 0."""
+        their first position) where `seq_map` has a new number; cross-satellite copies hold
+        their predicted means (autoregressive codecs) or 0."""
         gc = self.model.gaussian_conditional
         _, c, hh, ww = analysis.y.shape
         seq = np.asarray(seq_map, dtype=np.int64).reshape(hh, ww)
@@ -170,6 +201,9 @@ class LatentCoder:
                 elif g in own:
                     sh, sw = own[g]
                     buf[:, :, h + off, w + off] = buf[:, :, sh + off, sw + off]
+                elif self.cross_mean:  # another satellite's vector: its predicted mean
+                    _, means = self._ar_params(buf, analysis.params, h, w)
+                    buf[:, :, h + off:h + off + 1, w + off:w + off + 1] = means
         y_hat = F.pad(buf, (-PAD, -PAD, -PAD, -PAD))
         return _rans_encode(symbols, indexes, self._cdf, self._cdf_lengths, self._offsets), y_hat
 
@@ -211,6 +245,9 @@ class LatentCoder:
                     sh, sw = own[g]
                     buf[:, :, h + off, w + off] = buf[:, :, sh + off, sw + off]
                 elif g < base:
+                    if self.cross_mean:
+                        _, means = self._ar_params(buf, params, h, w)
+                        buf[:, :, h + off:h + off + 1, w + off:w + off + 1] = means
                     cross.append((h, w, g))
                 else:  # mapcodec.decode already rejects forward references
                     raise MissingReferenceError(f"map position ({h}, {w}): vector {g} unknown")

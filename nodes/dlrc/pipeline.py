@@ -22,7 +22,7 @@ import torch
 from nodes.dlrc import mapcodec
 from nodes.dlrc.arbiter import Arbitration, SatellitePlan, arbitrate, global_map
 from nodes.dlrc.errors import CorruptPayloadError, DlrcConfigError
-from nodes.dlrc.latent import Analysis, LatentCoder
+from nodes.dlrc.latent import Analysis, latent_coder
 from nodes.dlrc.lsh import CrossPolytopeLSH
 from nodes.dlrc.selector import Selection, select
 from nodes.dlrc.wire import SatellitePayload
@@ -36,6 +36,7 @@ class DlrcConfig:
     seed: int = 0
     representative: str = "original"  # or "mean"
     margin_px: int = 0  # scene around each image that g_a sees (LatentCoder.analyse)
+    cross_context: str = "mean"  # context at other satellites' vectors (latent_coder)
 
 
 @dataclass
@@ -58,9 +59,9 @@ class SatelliteEncoder:
     """The on-board side for one codec."""
 
     def __init__(self, model: Any, codec: str, config: DlrcConfig | None = None):
-        self.coder = LatentCoder(model, codec)
-        self.codec = codec
         self.config = config or DlrcConfig()
+        self.coder = latent_coder(model, codec, self.config.cross_context)
+        self.codec = codec
         self._lsh: CrossPolytopeLSH | None = None
 
     def lsh(self, dim: int) -> CrossPolytopeLSH:
@@ -125,8 +126,8 @@ class Reconstruction:
 class GroundDecoder:
     """The ground side for one codec: decodes satellites in priority order."""
 
-    def __init__(self, model: Any, codec: str):
-        self.coder = LatentCoder(model, codec)
+    def __init__(self, model: Any, codec: str, config: DlrcConfig | None = None):
+        self.coder = latent_coder(model, codec, (config or DlrcConfig()).cross_context)
         self.codec = codec
 
     def decode(self, payloads: Iterable[bytes]) -> dict[int, Reconstruction]:
@@ -161,10 +162,10 @@ class GroundDecoder:
         if n_new != p.n_new:
             raise CorruptPayloadError(
                 f"satellite {p.sat_id}: map has {n_new} new vectors; header says {p.n_new}")
-        if p.channels != self.coder.model.M:
+        if p.channels != self.coder.channels:
             raise CorruptPayloadError(
                 f"satellite {p.sat_id}: {p.channels} latent channels; this ground's "
-                f"{self.codec} has {self.coder.model.M}")
+                f"{self.codec} has {self.coder.channels}")
         params = self.coder.hyper_params(p.z_string, (p.z_h, p.z_w))
         if params.shape[-2:] != (p.latent_h, p.latent_w):
             raise CorruptPayloadError(

@@ -3,7 +3,8 @@
 Owns the counting only; `nodes.compute.roofline_s` turns (FLOPs, bytes) into the time an
 accelerator would take. What is counted: convolutions, transposed convolutions and GDN layers
 that run when a satellite analyses one image (g_a, h_a, h_s; an autoregressive codec's masked
-context model and entropy-parameter network run once per latent position), counted with forward
+context model and entropy-parameter network run once per latent position; ELIC's channel and
+checkerboard contexts once per group and pass), counted with forward
 hooks on one real pass; bytes are FP16 weights read once plus FP16 activations written and
 read once. What is not: the rANS entropy coder and CompressAI's per-symbol Python loop (a CPU's
 job on a board too), so the emulated times cover the transforms, and the entropy coding is
@@ -69,6 +70,11 @@ def codec_analysis_work(model: Any, image_hw: tuple[int, int]) -> Work:
         with torch.no_grad():
             x = torch.zeros(1, 3, *image_hw)
             y = model.g_a(x)
+            if hasattr(model, "latent_codec"):  # ELIC: hyperprior, then every group's passes
+                hyper = model.latent_codec["hyper"]
+                params = hyper.h_s(hyper.h_a(y))
+                model.latent_codec["y"].compress(y, params)
+                return Work(counted["flops"], counted["bytes"])
             z = model.h_a(y)
             params = model.h_s(z)
             if hasattr(model, "context_prediction"):

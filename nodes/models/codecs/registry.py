@@ -19,9 +19,14 @@ class CodecSpec:
 
     name: str
     build: Callable[[int, int], object]  # (N, M) -> compressai CompressionModel
-    autoregressive: bool  # a masked-conv context model (raster-order decoding)
+    context: str  # "hyperprior" (none), "raster" (masked 5x5), "checkerboard-groups" (ELIC)
     dlrc: bool  # supported by nodes.dlrc's filter and reconstructor
     paper: str
+
+    @property
+    def autoregressive(self) -> bool:
+        """The latent is decoded in an order where later vectors depend on earlier ones."""
+        return self.context != "hyperprior"
 
 
 def _bmshj(n: int, m: int) -> object:
@@ -44,25 +49,35 @@ def _cheng_attn(n: int, m: int) -> object:
     return Cheng2020Attention(N=n)
 
 
+def elic_groups(m: int) -> list[int]:
+    """ELIC's uneven channel groups: the paper's 16, 16, 32, 64, M-128 from M = 160 on; for
+    the small latents trained here the same ramp in proportion, M/8, M/8, M/4, M/2."""
+    if m >= 160:
+        return [16, 16, 32, 64, m - 128]
+    if m % 8:
+        raise CodecInputError(
+            f"elic2022: M={m}; expected M >= 160 or a multiple of 8 (groups M/8, M/8, M/4, M/2)")
+    return [m // 8, m // 8, m // 4, m // 2]
+
+
 def _elic(n: int, m: int) -> object:
     from compressai.models import Elic2022Official
 
-    if m < 160:
-        raise CodecInputError(
-            f"elic2022: M={m}; expected M >= 160 (channel groups 16,16,32,64,M-128)")
-    return Elic2022Official(N=n, M=m)
+    model = Elic2022Official(N=n, M=m, groups=elic_groups(m))
+    model.M = m  # CompressAI's ELIC does not record it; DLRC and the stores read it
+    return model
 
 
 SPECS: dict[str, CodecSpec] = {
     spec.name: spec
     for spec in (
-        CodecSpec("bmshj2018-hyperprior", _bmshj, autoregressive=False, dlrc=True,
+        CodecSpec("bmshj2018-hyperprior", _bmshj, context="hyperprior", dlrc=True,
                   paper="Balle et al., ICLR 2018 (scale hyperprior)"),
-        CodecSpec("mbt2018", _mbt, autoregressive=True, dlrc=True,
+        CodecSpec("mbt2018", _mbt, context="raster", dlrc=True,
                   paper="Minnen et al., NeurIPS 2018 (joint autoregressive + hyperprior)"),
-        CodecSpec("cheng2020-attn", _cheng_attn, autoregressive=True, dlrc=True,
+        CodecSpec("cheng2020-attn", _cheng_attn, context="raster", dlrc=True,
                   paper="Cheng et al., CVPR 2020 (attention, GMM replaced by Gaussian)"),
-        CodecSpec("elic2022-official", _elic, autoregressive=True, dlrc=False,
+        CodecSpec("elic2022-official", _elic, context="checkerboard-groups", dlrc=True,
                   paper="He et al., CVPR 2022 (checkerboard + uneven channel groups)"),
     )
 }

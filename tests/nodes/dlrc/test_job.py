@@ -20,7 +20,7 @@ from nodes.errors import WorkloadOptionsError
 from nodes.metrics import Metrics
 from nodes.workloads import NodeContext, Role, WorkloadState, create_workload
 
-from .conftest import TRAINED, to_tensor
+from .conftest import CHANNELS, TRAINED, to_tensor
 
 SATS = ["sat-a", "sat-b", "sat-c"]
 IPS = {"sat-a": "127.0.0.2", "sat-b": "127.0.0.3", "sat-c": "127.0.0.4", "gs": "127.0.0.5"}
@@ -34,9 +34,31 @@ def _free_port() -> int:
 
 
 def _options(cache: Path, scene: Path, **more: Any) -> dict[str, Any]:
+    """The job's options for the tiny trained codec (`more` overrides, e.g. codec, lmbda)."""
     return {"models": str(cache), "codec": TRAINED[0], "lmbda": TRAINED[1],
             "satellites": SATS, "ground": "gs", "scene": str(scene),
             "window_px": [0, 0, 256], "offsets_px": OFFSETS, "patch_px": 128, **more}
+
+
+@pytest.fixture(params=["bmshj2018-hyperprior", "elic2022-official"])
+def job_codec(request: pytest.FixtureRequest, trained_cache: Path,
+              tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, float, Any]:
+    """(cache, codec, lambda, model): the tiny trained scale hyperprior, or a seeded untrained
+    ELIC saved the same way (its channel groups and checkerboard passes through the job; what
+    the test checks does not depend on the weights)."""
+    from nodes.models.codecs import build_codec, store
+
+    if request.param == TRAINED[0]:
+        return trained_cache, TRAINED[0], TRAINED[1], store.load(trained_cache, *TRAINED)[0]
+    import torch
+
+    cache = tmp_path_factory.mktemp("elic")
+    torch.manual_seed(0)
+    model = build_codec(request.param, CHANNELS, CHANNELS)
+    store.save(model, cache, request.param, 0.0067,
+               {"arch": request.param, "n": CHANNELS, "m": CHANNELS, "lambda": 0.0067,
+                "note": "untrained, seeded: tests only"})
+    return cache, request.param, 0.0067, store.load(cache, request.param, 0.0067)[0]
 
 
 @pytest.fixture
@@ -74,9 +96,10 @@ def contexts(tmp_path: Path):
 
 
 def test_three_satellites_and_a_ground_match_the_in_process_pipeline(
-        contexts: dict[str, NodeContext], trained_cache: Path, trained_bmshj: Any,
+        contexts: dict[str, NodeContext], job_codec: tuple[Path, str, float, Any],
         scene: Path) -> None:
-    opts = _options(trained_cache, scene, accelerator="jetson-agx-orin")
+    cache, codec, lmbda, model = job_codec
+    opts = _options(cache, scene, codec=codec, lmbda=lmbda, accelerator="jetson-agx-orin")
     jobs = {name: create_workload("dlrc", ctx, opts) for name, ctx in contexts.items()}
     for job in jobs.values():
         job.start()
@@ -92,8 +115,8 @@ def test_three_satellites_and_a_ground_match_the_in_process_pipeline(
 
     im = load_rgb(scene)
     xs = {i + 1: to_tensor(im[t:t + 128, lf:lf + 128]) for i, (t, lf) in enumerate(OFFSETS)}
-    payloads, arb, _ = run(trained_bmshj, TRAINED[0], xs, [1, 2, 3], DlrcConfig())
-    rec = GroundDecoder(trained_bmshj, TRAINED[0]).decode(payloads.values())
+    payloads, arb, _ = run(model, codec, xs, [1, 2, 3], DlrcConfig())
+    rec = GroundDecoder(model, codec).decode(payloads.values())
     import hashlib
 
     ground = res["gs"]["summary"]

@@ -24,7 +24,8 @@ from nodes.dlrc.latent import LatentCoder  # noqa: E402
 from nodes.dlrc.pipeline import DlrcConfig, GroundDecoder, SatelliteEncoder, run  # noqa: E402
 from nodes.models.codecs.roundtrip import roundtrip  # noqa: E402
 
-DLRC_CODECS = ["bmshj2018-hyperprior", "mbt2018", "cheng2020-attn"]
+DLRC_CODECS = ["bmshj2018-hyperprior", "mbt2018", "cheng2020-attn", "elic2022-official"]
+CONTEXT_CODECS = ["mbt2018", "elic2022-official"]  # raster order; channel groups x checkerboard
 
 
 def plain_y_hat(model: Any, codec: str, x: Any) -> Any:
@@ -33,6 +34,8 @@ def plain_y_hat(model: Any, codec: str, x: Any) -> Any:
 
     with torch.no_grad():
         enc = model.compress(x)
+        if codec == "elic2022-official":
+            return model.latent_codec.decompress(enc["strings"], enc["shape"])["y_hat"]
         z_hat = model.entropy_bottleneck.decompress(enc["strings"][1], enc["shape"])
         params = model.h_s(z_hat)
         if codec == "bmshj2018-hyperprior":
@@ -64,14 +67,18 @@ def _overlapping(
             for i, (t, s) in enumerate(offsets)}
 
 
-@pytest.mark.parametrize("representative", ["original", "mean"])
-def test_autoregressive_copies_decode_as_encoded(untrained, hr_image, representative) -> None:
+@pytest.mark.parametrize("codec", CONTEXT_CODECS)
+@pytest.mark.parametrize(("representative", "cross_context"),
+                         [("original", "mean"), ("mean", "mean"), ("original", "zero")])
+def test_context_model_copies_decode_as_encoded(codec: str, untrained, hr_image,
+                                                representative, cross_context) -> None:
     """Intra copies and cross-satellite copies: the ground's y_hat equals what each encoder
-    produced at every position the encoder knows, and cross copies equal the owner's vector."""
-    codec = "mbt2018"
+    produced at every position the encoder knows, and cross copies equal the owner's vector.
+    For ELIC the views include an anchor copying a non-anchor (decoded one pass later)."""
     model = untrained(codec)
     images = _overlapping(hr_image, [(0, 0), (32, 64), (16, 32)])
-    enc = SatelliteEncoder(model, codec, DlrcConfig(representative=representative))
+    config = DlrcConfig(representative=representative, cross_context=cross_context)
+    enc = SatelliteEncoder(model, codec, config)
     from nodes.dlrc.arbiter import arbitrate, global_map
 
     locs = {s: enc.analyse(s, x) for s, x in images.items()}
@@ -79,7 +86,13 @@ def test_autoregressive_copies_decode_as_encoded(untrained, hr_image, representa
     out = {s: enc.encode(locs[s], arb.plans[s]) for s in (1, 2, 3)}
     assert arb.plans[2].n_new < len(locs[2].signature_list)  # real overlap was found
     assert arb.plans[1].n_new < 64  # and intra-satellite duplicates
-    rec = GroundDecoder(model, codec).decode([out[s][0] for s in (3, 1, 2)])
+    if codec == "elic2022-official":
+        from nodes.dlrc.latent_grouped import _MapPlan
+
+        plans = [_MapPlan(global_map(locs[s].selection.assignment, arb.plans[s]).reshape(8, 8),
+                          arb.plans[s].base) for s in (1, 2, 3)]
+        assert any((p.in_pass(p.intra, 0) & p.in_pass(p.source, 1)).any() for p in plans)
+    rec = GroundDecoder(model, codec, config).decode([out[s][0] for s in (3, 1, 2)])
     owner_vec: dict[int, Any] = {}
     for s in (1, 2, 3):
         seq = global_map(locs[s].selection.assignment, arb.plans[s]).reshape(8, 8)
@@ -135,15 +148,44 @@ def test_ground_checks_order_codec_and_corruption(untrained, hr_image) -> None:
         ground.decode([bytes(bad), payloads[2]])
 
 
+def test_cross_context_mean_is_what_the_model_predicts(untrained, hr_image) -> None:
+    """Where a satellite drops a vector for a higher-priority one, its own walk holds the mean
+    its context model predicts there (the encoder-side y_hat shows it), not zero; with
+    cross_context="zero" it holds zero; the ground decodes either (the copies' values are
+    checked by test_context_model_copies_decode_as_encoded)."""
+    codec = "mbt2018"
+    model = untrained(codec)
+    images = _overlapping(hr_image, [(0, 0), (32, 64)])
+    from nodes.dlrc.arbiter import arbitrate, global_map
+
+    got = {}
+    for cross in ("mean", "zero"):
+        config = DlrcConfig(cross_context=cross)
+        enc = SatelliteEncoder(model, codec, config)
+        locs = {s: enc.analyse(s, x) for s, x in images.items()}
+        arb = arbitrate({s: loc.signature_list for s, loc in locs.items()}, [1, 2])
+        seq = global_map(locs[2].selection.assignment, arb.plans[2]).reshape(8, 8)
+        payload, y_enc = enc.encode(locs[2], arb.plans[2])
+        cross_pos = torch.from_numpy(seq < arb.plans[2].base)
+        assert cross_pos.any()
+        got[cross] = y_enc[0][:, cross_pos]
+        rec = GroundDecoder(model, codec, config).decode(
+            [enc.encode(locs[1], arb.plans[1])[0], payload])
+        assert rec[2].x_hat.shape == images[2].shape
+    assert not torch.all(got["mean"] == 0) and torch.all(got["zero"] == 0)
+    with pytest.raises(DlrcConfigError, match="cross_context='ones'"):
+        SatelliteEncoder(model, codec, DlrcConfig(cross_context="ones"))
+
+
 def test_unsupported_codec_and_bad_image(untrained) -> None:
-    with pytest.raises(UnsupportedCodecError, match="elic2022-official"):
+    with pytest.raises(UnsupportedCodecError, match="use latent_coder"):
         LatentCoder(object(), "elic2022-official")
     coder = LatentCoder(untrained("bmshj2018-hyperprior"), "bmshj2018-hyperprior")
     with pytest.raises(DlrcConfigError, match="200x256 px; expected multiples of 64"):
         coder.analyse(torch.zeros((1, 3, 256, 200)))
 
 
-@pytest.mark.parametrize("codec", ["bmshj2018-hyperprior", "mbt2018"])
+@pytest.mark.parametrize("codec", ["bmshj2018-hyperprior", "mbt2018", "elic2022-official"])
 def test_a_satellite_with_nothing_new_sends_an_empty_stream(codec: str, untrained,
                                                             hr_image) -> None:
     model = untrained(codec)

@@ -29,14 +29,16 @@ def test_registry_names_and_errors() -> None:
     assert codec_names() == ["bmshj2018-hyperprior", "cheng2020-attn", "elic2022-official",
                              "mbt2018"]
     assert codec_spec("mbt2018").autoregressive and codec_spec("mbt2018").dlrc
-    assert not codec_spec("elic2022-official").dlrc
+    assert not codec_spec("bmshj2018-hyperprior").autoregressive
+    assert codec_spec("elic2022-official").context == "checkerboard-groups"
     with pytest.raises(UnknownCodecError, match="unknown codec 'jpeg'; choose: bmshj2018"):
         codec_spec("jpeg")
 
 
 @pytest.mark.parametrize(("name", "n", "m"), [("bmshj2018-hyperprior", 16, 24), ("mbt2018", 16, 16),
                                               ("cheng2020-attn", 16, 16),
-                                              ("elic2022-official", 16, 160)])
+                                              ("elic2022-official", 16, 160),
+                                              ("elic2022-official", 16, 32)])
 def test_untrained_codecs_round_trip(name: str, n: int, m: int) -> None:
     from nodes.models.codecs import build_codec
     from nodes.models.codecs.roundtrip import roundtrip
@@ -58,8 +60,17 @@ def test_bad_channels() -> None:
         build_codec("cheng2020-attn", 16, 32)
     with pytest.raises(CodecInputError, match="expected >= 8"):
         build_codec("mbt2018", 4, 4)
-    with pytest.raises(CodecInputError, match="M >= 160"):
-        build_codec("elic2022-official", 16, 64)
+    with pytest.raises(CodecInputError, match="M >= 160 or a multiple of 8"):
+        build_codec("elic2022-official", 16, 60)
+
+
+def test_elic_groups_follow_the_paper_and_scale_down() -> None:
+    from nodes.models.codecs import build_codec
+    from nodes.models.codecs.registry import elic_groups
+
+    assert elic_groups(320) == [16, 16, 32, 64, 192]
+    assert elic_groups(64) == [8, 8, 16, 32]
+    assert build_codec("elic2022-official", 16, 32).groups == [4, 4, 8, 16]
 
 
 def test_split_is_by_image_and_stable(shared_data: Path) -> None:
