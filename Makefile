@@ -38,14 +38,16 @@ CODEC_STEPS      ?= 250
 CODEC_WARM_STEPS ?= 80
 CODEC_CHANNELS   ?= 64
 CODEC_LR         ?= 1e-3
+CODEC_MARGIN_PX  ?= 0
+CODEC_CACHE      ?= .cache/models/codecs
 
 models: models-vlm models-codecs
 
 models-codecs: setup
 	$(PY) -m nodes.models.codecs.train --images $(DATA)/images \
-	    --cache .cache/models/codecs --arch $(CODEC_ARCHS) --lambdas $(CODEC_LAMBDAS) \
+	    --cache $(CODEC_CACHE) --arch $(CODEC_ARCHS) --lambdas $(CODEC_LAMBDAS) \
 	    --steps $(CODEC_STEPS) --warm-steps $(CODEC_WARM_STEPS) --lr $(CODEC_LR) \
-	    --n $(CODEC_CHANNELS) --m $(CODEC_CHANNELS)
+	    --n $(CODEC_CHANNELS) --m $(CODEC_CHANNELS) --margin-px $(CODEC_MARGIN_PX)
 
 models-vlm: setup
 	$(PY) -m nodes.models.vlm.train --data $(DATA)/images --out .cache/models/vlm
@@ -89,12 +91,17 @@ experiments-skymoe: setup
 # trained here, the k / representative ablation, encoder overhead by patch size, the sync-time
 # model over 12 h and G_down. `models-codecs-dlrc` trains the context-model codecs they use;
 # `experiments-dlrc-testbed` runs DLRC on the emulated network (root, Open vSwitch).
-.PHONY: models-codecs-dlrc experiments experiments-dlrc experiments-dlrc-testbed
+.PHONY: models-codecs-dlrc models-codecs-margin experiments experiments-dlrc experiments-dlrc-testbed
 models-codecs-dlrc: models-codecs
 	$(MAKE) models-codecs CODEC_ARCHS="mbt2018 cheng2020-attn elic2022-official" \
 	    CODEC_LAMBDAS="0.0067 0.0483"
 
-experiments-dlrc: models-codecs-dlrc
+# The scale hyperprior trained with 32 px of scene around each crop seen by g_a (DLRC's
+# margin_px; experiments/dlrc/README.md), in a cache of its own.
+models-codecs-margin: setup
+	$(MAKE) models-codecs CODEC_MARGIN_PX=32 CODEC_CACHE=.cache/models/codecs-margin32
+
+experiments-dlrc: models-codecs-dlrc models-codecs-margin
 	$(PY) experiments/dlrc/rd.py --arch bmshj2018-hyperprior --max-windows 6
 	$(PY) experiments/dlrc/rd.py --arch mbt2018 --lambdas 0.0067 0.0483 --max-windows 6
 	$(PY) experiments/dlrc/rd.py --arch cheng2020-attn --lambdas 0.0067 0.0483 --max-windows 6

@@ -128,11 +128,13 @@ def ideal_kept(offsets: list[tuple[int, int]], window: int) -> float:
     return float(cells.sum() / (len(offsets) * (PATCH_PX // 16) ** 2))
 
 
-def evaluate(model, arch: str, views: list, config) -> dict:
+def evaluate(model, arch: str, views: list, config, plain_model=None) -> dict:  # noqa: ANN001
     """One setting over all windows: bpp by part, PSNR and MS-SSIM of plain and DLRC, kept
     vectors (actual and ideal). `views`: make_views'. With `config.margin_px`, DLRC's analysis
     sees that much of the window around each patch (mirrored past the window's edge); the plain
-    codec and every score use the patch alone."""
+    codec and every score use the patch alone. `plain_model`: the plain codec when it is not
+    `model` (a margin-trained DLRC codec against the codec trained on bare crops)."""
+    plain_model = model if plain_model is None else plain_model
     import torch
 
     from nodes.dlrc.wire import SatellitePayload
@@ -177,7 +179,7 @@ def evaluate(model, arch: str, views: list, config) -> dict:
             seq = global_map(locs[s].selection.assignment, arb.plans[s])
             parts["map_raw"] += mapcodec.raw_bytes(seq, arb.plans[s].base)
             with torch.no_grad():
-                pl = roundtrip(model, x)
+                pl = roundtrip(plain_model, x)
             parts["plain"] += pl.nbytes
             ps["plain_psnr"].append(psnr_db(pl.x_hat.clamp(0, 1).numpy(), x.numpy()))
             ps["dlrc_psnr"].append(psnr_db(rec[s].x_hat.clamp(0, 1).numpy(), x.numpy()))
@@ -224,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--representative", default="original", choices=("original", "mean"))
     p.add_argument("--margin-px", type=int, default=0,
                    help="scene around each patch that DLRC's analysis sees (multiple of 16)")
+    p.add_argument("--plain-cache", type=Path, default=None,
+                   help="the plain codec's cache when it differs from DLRC's --cache (e.g. "
+                        "DLRC with a margin-trained codec against the codec trained on bare "
+                        "crops)")
     p.add_argument("--cross-context", default="mean", choices=("mean", "zero"),
                    help="context models: what a dropped cross-satellite vector is in the walk")
     p.add_argument("--out", type=Path, default=None,
@@ -242,8 +248,13 @@ def main(argv: list[str] | None = None) -> int:
             model, prov = store.load(args.cache, args.arch, lmbda)
             provenance[f"{lmbda:g}"] = {k: prov[k] for k in ("settings", "final_loss",
                                                              "final_bpp", "data_sha256")}
+            plain_model = None
+            if args.plain_cache is not None:
+                plain_model, pprov = store.load(args.plain_cache, args.arch, lmbda)
+                provenance[f"plain {lmbda:g}"] = {
+                    k: pprov[k] for k in ("settings", "final_loss", "final_bpp", "data_sha256")}
             row = {"o_exp": o_exp, "windows": len(views), "sats": args.sats, "lambda": lmbda,
-                   **evaluate(model, args.arch, views, config)}
+                   **evaluate(model, args.arch, views, config, plain_model)}
             jb, jp, jq = jpeg_at(all_patches, row["dlrc_bpp"])
             row.update({"jpeg_bpp": jb, "jpeg_psnr_db": jp, "jpeg_quality": jq})
             rows.append(row)

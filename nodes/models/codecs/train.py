@@ -27,6 +27,7 @@ import numpy as np
 from nodes.models.codecs import images as imgs
 from nodes.models.codecs import store
 from nodes.models.codecs.errors import CachedCodecError, CodecInputError
+from nodes.models.codecs.margin import analysis_margin, margin_cells
 from nodes.models.codecs.registry import build_codec, codec_names
 
 LAMBDAS = (0.0067, 0.013, 0.025, 0.0483)
@@ -49,6 +50,7 @@ class TrainSettings:
     holdout_percent: int = 20
     init_from: str | None = None  # weights.pt to warm-start from (e.g. the same arch, another
     # lambda: the usual way to train a rate ladder in less time); its sha256 goes in provenance
+    margin_px: int = 0  # g_a sees this much scene around each crop (nodes.models.codecs.margin)
 
 
 def _check(s: TrainSettings) -> None:
@@ -56,6 +58,7 @@ def _check(s: TrainSettings) -> None:
         raise CodecInputError(f"steps={s.steps}; expected >= 1")
     if s.crop_px % 64:
         raise CodecInputError(f"crop_px={s.crop_px}; expected a multiple of 64")
+    margin_cells(s.margin_px)
     if not s.lmbda > 0:
         raise CodecInputError(f"lambda={s.lmbda}; expected > 0")
 
@@ -80,6 +83,10 @@ def train(settings: TrainSettings, images_dir: Path, log: Any = None) -> tuple[A
     rng = np.random.default_rng(settings.seed)
     train_paths, held = imgs.split(images_dir, settings.holdout_percent)
     pictures = [imgs.load_rgb(p) for p in train_paths]
+    m_px = settings.margin_px
+    if m_px:  # the scene past an image's edge is its mirror (as rd.py gives a window's edge)
+        pictures = [np.pad(im, ((m_px, m_px), (m_px, m_px), (0, 0)), mode="reflect")
+                    for im in pictures]
     model = build_codec(settings.arch, settings.n, settings.m)
     init_sha256 = None
     if settings.init_from is not None:
@@ -96,11 +103,13 @@ def train(settings: TrainSettings, images_dir: Path, log: Any = None) -> tuple[A
     t0 = time.monotonic()
     tail: list[tuple[float, float, float]] = []
     for step in range(settings.steps):
-        batch = imgs.random_crops(pictures, settings.crop_px, settings.batch, rng)
-        x = torch.from_numpy(batch).float().div_(255.0)
+        batch = imgs.random_crops(pictures, settings.crop_px + 2 * m_px, settings.batch, rng)
+        seen = torch.from_numpy(batch).float().div_(255.0)
+        x = seen[:, :, m_px:m_px + settings.crop_px, m_px:m_px + settings.crop_px]
         opt.zero_grad()
         aux_opt.zero_grad()
-        out = model(x)
+        with analysis_margin(model, m_px) as with_margin:
+            out = with_margin(seen)
         loss, bpp, mse = rd_loss(out, x, settings.lmbda)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(main_params, 1.0)
@@ -166,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warm-steps", type=int, default=None,
                    help="train the first lambda for --steps, then each next lambda for this many "
                         "steps warm-started from the previous one (a rate ladder)")
+    p.add_argument("--margin-px", type=int, default=0,
+                   help="train with this much scene around each crop seen by g_a (a multiple "
+                        "of 16; for DLRC's DlrcConfig.margin_px; use its own --cache)")
     p.add_argument("--force", action="store_true", help="retrain even when cached")
     args = p.parse_args(argv)
     import torch
@@ -184,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                 s = TrainSettings(arch=arch, lmbda=lmbda,
                                   steps=args.warm_steps if ladder else args.steps,
                                   n=args.n, m=args.m, batch=args.batch, crop_px=args.crop_px,
-                                  lr=args.lr, seed=args.seed, init_from=init)
+                                  lr=args.lr, seed=args.seed, init_from=init,
+                                  margin_px=args.margin_px)
                 if not args.force and is_cached(args.cache, s, digest):
                     print(f"{arch} lambda={lmbda:g}: cached", flush=True)
                     continue

@@ -106,3 +106,43 @@ def test_train_save_load_and_cache(shared_data: Path, tmp_path: Path) -> None:
         store.load(tmp_path, s.arch, 0.0483)
     assert main(["--images", str(shared_data / "images"), "--cache", str(tmp_path),
                  "--crop-px", "100"]) == 2
+
+
+@pytest.mark.parametrize("name", ["bmshj2018-hyperprior", "elic2022-official"])
+def test_analysis_margin_codes_the_inner_image_only(name: str) -> None:
+    from nodes.models.codecs import build_codec
+    from nodes.models.codecs.margin import analysis_margin
+
+    torch.manual_seed(0)
+    model = build_codec(name, 16, 32).eval()
+    keys = list(model.state_dict())
+    seen = torch.rand((1, 3, 128, 128))
+    with torch.no_grad():
+        plain = model(seen)
+        with analysis_margin(model, 0) as same:
+            assert torch.equal(same(seen)["x_hat"], plain["x_hat"])
+        with analysis_margin(model, 32) as with_margin:
+            out = with_margin(seen)
+        # the inner latent is g_a's output on the whole view, cropped by 2 cells per side
+        y_inner = model.g_a(seen)[:, :, 2:-2, 2:-2]
+    assert out["x_hat"].shape == (1, 3, 64, 64)
+    assert out["likelihoods"]["y"].shape[-2:] == y_inner.shape[-2:] == (4, 4)
+    if name == "bmshj2018-hyperprior":  # no context model: y_hat is round(y) in eval mode
+        with torch.no_grad():
+            assert torch.allclose(out["x_hat"], model.g_s(torch.round(y_inner)))
+    assert list(model.state_dict()) == keys and type(model.g_a).__name__ == "Sequential"
+    with pytest.raises(CodecInputError, match="margin_px=8; expected a multiple of 16"):
+        with analysis_margin(model, 8):
+            pass
+
+
+def test_training_with_a_margin_records_it(shared_data: Path) -> None:
+    from nodes.models.codecs.train import TrainSettings, train
+
+    s = TrainSettings(arch="bmshj2018-hyperprior", lmbda=0.013, steps=2, n=16, m=16, batch=1,
+                      crop_px=64, margin_px=16)
+    model, prov = train(s, shared_data / "images")
+    assert prov["settings"]["margin_px"] == 16 and prov["final_loss"] > 0
+    with pytest.raises(CodecInputError, match="margin_px=20"):
+        train(TrainSettings(arch="bmshj2018-hyperprior", lmbda=0.013, steps=1, margin_px=20),
+              shared_data / "images")
