@@ -73,10 +73,12 @@ class SatelliteSide:
         s, me = self.s, self.ctx.name
         model, _prov = store.load(s.models, s.codec, s.lmbda)
         x = to_tensor(load_views(s)[me])
-        enc = SatelliteEncoder(model, s.codec, DlrcConfig(s.rounds, s.seed, s.representative))
+        seen = to_tensor(load_views(s, with_margin=True)[me]) if s.margin_px else x
+        config = DlrcConfig(s.rounds, s.seed, s.representative, s.margin_px)
+        enc = SatelliteEncoder(model, s.codec, config)
         t1: dict[str, float] = {}
         with torch.no_grad():
-            local = enc.analyse(self.state.sat_id, x, t1)
+            local = enc.analyse(self.state.sat_id, seen, t1)
         positions = local.analysis.y.shape[2] * local.analysis.y.shape[3]
         self._set(stage="exchanging", positions=positions,
                   local_unique=int(len(local.signature_list)))
@@ -91,8 +93,8 @@ class SatelliteSide:
         t2: dict[str, float] = {}
         with torch.no_grad():
             payload, _ = enc.encode(local, plan, t2)
-        self._account(model, x, local, plan, payload, {**t1, **t2, "arbitrate_s": t_arb},
-                      order, arb.total_vectors)
+        self._account(model, x, seen, local, plan, payload,
+                      {**t1, **t2, "arbitrate_s": t_arb}, order, arb.total_vectors)
         return self._downlink(stop, payload)
 
     def _exchange(self, stop: threading.Event,
@@ -169,10 +171,10 @@ class SatelliteSide:
         self._set(sync_round_s=sync_s, signature_list_bytes=len(blob))
         return lists
 
-    def _account(self, model: Any, x: Any, local: Any, plan: Any, payload: bytes,
+    def _account(self, model: Any, x: Any, seen: Any, local: Any, plan: Any, payload: bytes,
                  t: dict[str, float], order: list[int], total_vectors: int) -> None:
-        """Bytes by part, bpp, measured and emulated encode times, into summary and metrics."""
-        from nodes.models.codecs.roundtrip import roundtrip
+        """Bytes by part, bpp, measured and emulated encode times, into summary and metrics.
+        `x`: the patch; `seen`: what the analysis saw (the patch and its margin)."""
 
         me, pixels = self.ctx.name, int(x.shape[2] * x.shape[3])
         p = SatellitePayload.from_bytes(payload)
@@ -182,7 +184,7 @@ class SatelliteSide:
                  "header": len(payload) - len(p.z_string) - len(p.y_string) - len(p.map_blob)}
         if self.plain_baseline:
             t0 = time.perf_counter()
-            parts["plain"] = roundtrip(model, x).nbytes
+            parts["plain"] = self._plain_bytes(model, x, seen)
             t["plain_codec_s"] = time.perf_counter() - t0
         bpp = {k: v * 8 / pixels for k, v in parts.items()}
         for part, value in bpp.items():
@@ -192,7 +194,7 @@ class SatelliteSide:
         times = {"measured": {"codec_s": codec_s, "dlrc_s": dlrc_s,
                               "overhead_ratio": dlrc_s / codec_s, **t}}
         if self.accelerator:
-            times["emulated"] = self._emulated(model, x, local)
+            times["emulated"] = self._emulated(model, seen, local)
         for mode, v in times.items():
             self.ctx.metrics.set("leo_dlrc_encode_seconds", v["codec_s"], part="codec", mode=mode)
             self.ctx.metrics.set("leo_dlrc_encode_seconds", v["dlrc_s"], part="dlrc", mode=mode)
@@ -201,6 +203,21 @@ class SatelliteSide:
         self._set(stage="encoded", priority_order=[self.s.node_of[i] for i in order],
                   rank=plan.rank, kept_vectors=plan.n_new, total_vectors=total_vectors,
                   bytes=parts, bpp=bpp, times=times, payload_sha256=_sha256(payload))
+
+    def _plain_bytes(self, model: Any, x: Any, seen: Any) -> int:
+        """What the same codec sends for this patch without DLRC: CompressAI's compress, or,
+        with a margin, the margin analysis's two bitstreams with nothing left out."""
+        if not self.s.margin_px:
+            from nodes.models.codecs.roundtrip import roundtrip
+
+            return roundtrip(model, x).nbytes
+        from nodes.dlrc.pipeline import DlrcConfig, run
+
+        s = self.s
+        alone, _, _ = run(model, s.codec, {1: seen}, [1],
+                          DlrcConfig(s.rounds, s.seed, s.representative, s.margin_px))
+        p = SatellitePayload.from_bytes(alone[1])
+        return len(p.z_string) + len(p.y_string)
 
     def _emulated(self, model: Any, x: Any, local: Any) -> dict[str, Any]:
         """Roofline times of the codec's transforms and of the LSH on `self.accelerator`."""

@@ -16,6 +16,7 @@ the registered kind (dlrc_job.py) build on it. numpy only (torch loads with the 
 | `patch_px` | both | 256 | P: the side of each satellite's patch |
 | `rounds`, `seed` | both | 20, 0 | LSH rounds k and the shared rotation seed |
 | `representative` | both | `original` | `original` or `mean` |
+| `margin_px` | both | 0 | scene around each patch the analysis sees (x 16 px, see below) |
 | `priority` | both | `satellite-id` | `satellite-id`, `link-quality` or `energy` |
 | `link_quality`, `energy_j` | satellite | 0, 0 | this satellite's state for the priority rules |
 | `downlink` | satellite | `contact` | `contact`: inside its own contacts; `route`: at once |
@@ -23,6 +24,9 @@ the registered kind (dlrc_job.py) build on it. numpy only (torch loads with the 
 | `plain_baseline` | satellite | true | also compress with the plain codec (bytes to compare) |
 | `sync_timeout_s` | satellite | 60 | how long to wait for the other lists |
 | `timeout_s` | ground | none | stop waiting for payloads after this long |
+
+`margin_px` is for a codec trained with that margin (`make models-codecs-margin`): the window
+is mirrored past its edge; the plain baseline is then the same codec without DLRC.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class DlrcSettings:
     seed: int
     representative: str
     priority: str
+    margin_px: int = 0
 
     def sat_id(self, node: str) -> int:
         return self.satellites.index(node) + 1
@@ -89,6 +94,7 @@ def parse_common(opts: Options) -> DlrcSettings:
         seed=opts.integer("seed", 0, low=0),
         representative=opts.text("representative", "original"),
         priority=opts.text("priority", "satellite-id"),
+        margin_px=opts.integer("margin_px", 0, low=0),
     )
     bad = opts._bad  # noqa: SLF001 -- one message shape for the cross-field checks too
     if s.representative not in REPRESENTATIVES:
@@ -98,6 +104,8 @@ def parse_common(opts: Options) -> DlrcSettings:
     if len(s.offsets_px) != len(s.satellites):
         raise bad("offsets_px", s.offsets_px, f"one [top, left] per satellite "
                   f"({len(s.satellites)})")
+    if s.margin_px % LATENT_STRIDE_PX:
+        raise bad("margin_px", s.margin_px, f"a multiple of {LATENT_STRIDE_PX}")
     if s.patch_px % 64:
         raise bad("patch_px", s.patch_px, "a multiple of 64 (the codec's stride)")
     _top, _left, size = s.window_px
@@ -114,8 +122,10 @@ def parse_common(opts: Options) -> DlrcSettings:
     return s
 
 
-def load_views(s: DlrcSettings) -> dict[str, np.ndarray]:
-    """Every satellite's patch (uint8 P x P x 3), cropped from the scene's window."""
+def load_views(s: DlrcSettings, with_margin: bool = False) -> dict[str, np.ndarray]:
+    """Every satellite's patch (uint8 P x P x 3), cropped from the scene's window; with
+    `with_margin`, what its analysis sees: the patch and `margin_px` around it (the window
+    mirrored past its edge, as experiments/dlrc/rd.py does)."""
     from nodes.models.codecs.images import load_rgb
 
     if not s.scene.is_file():
@@ -128,6 +138,9 @@ def load_views(s: DlrcSettings) -> dict[str, np.ndarray]:
                                    f"not fit the scene's {im.shape[0]} x {im.shape[1]} px")
     window = im[top:top + size, left:left + size]
     p = s.patch_px
+    if with_margin and s.margin_px:
+        m = s.margin_px
+        window, p = np.pad(window, ((m, m), (m, m), (0, 0)), mode="reflect"), p + 2 * m
     return {node: np.ascontiguousarray(window[t:t + p, lf:lf + p])
             for node, (t, lf) in zip(s.satellites, s.offsets_px, strict=True)}
 

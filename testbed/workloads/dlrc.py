@@ -19,6 +19,7 @@ and summarises: bpp with and without DLRC, PSNR and MS-SSIM, sync-round times, e
 | `window_origin_px` | [0, 0] | top-left of the window in the scene |
 | `patch_px`, `seed` | 256, 0 | P; the seed of the patch offsets |
 | `rounds`, `representative`, `priority` | 20, original, satellite-id | DLRC settings |
+| `margin_px` | 0 | scene around each patch the analysis sees (its codec's cache in `models`) |
 | `downlink` | `contact` | `contact` (own contact windows only) or `route` |
 | `accelerator` | none | also emulate the transforms on this board (nodes.compute) |
 | `ground` | the first station | the station that reconstructs |
@@ -44,7 +45,7 @@ from testbed.workloads.pool import map_nodes
 STRIDE_PX = 16
 _KNOWN = {"scene", "models", "codec", "lmbda", "observers", "satellites", "o_exp",
           "window_origin_px", "patch_px", "seed", "rounds", "representative", "priority",
-          "downlink", "accelerator", "ground"}
+          "downlink", "accelerator", "ground", "margin_px"}
 
 
 def window_px(n: int, patch_px: int, o_exp: float) -> int:
@@ -192,7 +193,8 @@ class Dlrc(OrchestratorWorkload):
                 "offsets_px": patch_offsets(len(sats), w, p, int(self._opt("seed", 0))),
                 "patch_px": p, "rounds": int(self._opt("rounds", 20)),
                 "representative": self._opt("representative", "original"),
-                "priority": self._opt("priority", "satellite-id")}
+                "priority": self._opt("priority", "satellite-id"),
+                "margin_px": int(self._opt("margin_px", 0))}
         self.plan = {"observers": sats, "window_px": w, "o_exp_requested": o_exp,
                      "o_exp": len(sats) * p * p / (w * w), "offsets_px": opts["offsets_px"],
                      "scene": opts["scene"], "window_origin_px": [int(top), int(left)]}

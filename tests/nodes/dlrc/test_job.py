@@ -40,25 +40,29 @@ def _options(cache: Path, scene: Path, **more: Any) -> dict[str, Any]:
             "window_px": [0, 0, 256], "offsets_px": OFFSETS, "patch_px": 128, **more}
 
 
-@pytest.fixture(params=["bmshj2018-hyperprior", "elic2022-official"])
+@pytest.fixture(params=[(TRAINED[0], 0), ("elic2022-official", 0), (TRAINED[0], 16)],
+                ids=["bmshj", "elic", "bmshj-margin16"])
 def job_codec(request: pytest.FixtureRequest, trained_cache: Path,
-              tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, float, Any]:
-    """(cache, codec, lambda, model): the tiny trained scale hyperprior, or a seeded untrained
-    ELIC saved the same way (its channel groups and checkerboard passes through the job; what
-    the test checks does not depend on the weights)."""
+              tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, float, Any, int]:
+    """(cache, codec, lambda, model, margin_px): the tiny trained scale hyperprior (also with a
+    16 px analysis margin), or a seeded untrained ELIC saved the same way (its channel groups
+    and checkerboard passes through the job; what the test checks does not depend on the
+    weights)."""
     from nodes.models.codecs import build_codec, store
 
-    if request.param == TRAINED[0]:
-        return trained_cache, TRAINED[0], TRAINED[1], store.load(trained_cache, *TRAINED)[0]
+    codec, margin = request.param
+    if codec == TRAINED[0]:
+        model = store.load(trained_cache, *TRAINED)[0]
+        return trained_cache, TRAINED[0], TRAINED[1], model, margin
     import torch
 
     cache = tmp_path_factory.mktemp("elic")
     torch.manual_seed(0)
-    model = build_codec(request.param, CHANNELS, CHANNELS)
-    store.save(model, cache, request.param, 0.0067,
-               {"arch": request.param, "n": CHANNELS, "m": CHANNELS, "lambda": 0.0067,
+    model = build_codec(codec, CHANNELS, CHANNELS)
+    store.save(model, cache, codec, 0.0067,
+               {"arch": codec, "n": CHANNELS, "m": CHANNELS, "lambda": 0.0067,
                 "note": "untrained, seeded: tests only"})
-    return cache, request.param, 0.0067, store.load(cache, request.param, 0.0067)[0]
+    return cache, codec, 0.0067, store.load(cache, codec, 0.0067)[0], margin
 
 
 @pytest.fixture
@@ -96,10 +100,11 @@ def contexts(tmp_path: Path):
 
 
 def test_three_satellites_and_a_ground_match_the_in_process_pipeline(
-        contexts: dict[str, NodeContext], job_codec: tuple[Path, str, float, Any],
+        contexts: dict[str, NodeContext], job_codec: tuple[Path, str, float, Any, int],
         scene: Path) -> None:
-    cache, codec, lmbda, model = job_codec
-    opts = _options(cache, scene, codec=codec, lmbda=lmbda, accelerator="jetson-agx-orin")
+    cache, codec, lmbda, model, margin = job_codec
+    opts = _options(cache, scene, codec=codec, lmbda=lmbda, accelerator="jetson-agx-orin",
+                    margin_px=margin)
     jobs = {name: create_workload("dlrc", ctx, opts) for name, ctx in contexts.items()}
     for job in jobs.values():
         job.start()
@@ -115,7 +120,11 @@ def test_three_satellites_and_a_ground_match_the_in_process_pipeline(
 
     im = load_rgb(scene)
     xs = {i + 1: to_tensor(im[t:t + 128, lf:lf + 128]) for i, (t, lf) in enumerate(OFFSETS)}
-    payloads, arb, _ = run(model, codec, xs, [1, 2, 3], DlrcConfig())
+    window = np.pad(im[:256, :256], ((margin, margin), (margin, margin), (0, 0)), mode="reflect")
+    seen = {i + 1: to_tensor(window[t:t + 128 + 2 * margin, lf:lf + 128 + 2 * margin])
+            for i, (t, lf) in enumerate(OFFSETS)}  # the mirrored window, as the job's views
+    config = DlrcConfig(margin_px=margin)
+    payloads, arb, _ = run(model, codec, seen, [1, 2, 3], config)
     rec = GroundDecoder(model, codec).decode(payloads.values())
     import hashlib
 
@@ -139,6 +148,11 @@ def test_three_satellites_and_a_ground_match_the_in_process_pipeline(
         b = sat["bytes"]
         assert b["total"] == b["entropy_coded"] + b["map_lzma"] + b["header"]
         assert b["map_raw"] > 0 and b["plain"] > 0
+        if margin:  # the plain baseline is the same margin analysis without DLRC
+            from nodes.dlrc.wire import SatellitePayload
+
+            alone = SatellitePayload.from_bytes(run(model, codec, {1: seen[i]}, [1], config)[0][1])
+            assert b["plain"] == len(alone.z_string) + len(alone.y_string)
         measured = sat["times"]["measured"]
         assert measured["codec_s"] > 0 and measured["dlrc_s"] > 0
         emulated = sat["times"]["emulated"]
@@ -157,6 +171,7 @@ def test_three_satellites_and_a_ground_match_the_in_process_pipeline(
     ({"offsets_px": [[0, 0]]}, r"offsets_px=.*one \[top, left\] per satellite \(3\)"),
     ({"priority": "fastest"}, r"priority='fastest', expected one of energy, link-quality"),
     ({"patch_px": 100}, r"patch_px=100, expected a multiple of 64"),
+    ({"margin_px": 8}, r"margin_px=8, expected a multiple of 16"),
     ({"downlink": "later"}, r"downlink='later', expected one of contact, route"),
     ({"accelerator": "tpu"}, r"accelerator='tpu', expected one of"),
     ({"satellites": ["sat-b", "sat-c", "sat-d"], "offsets_px": OFFSETS},
