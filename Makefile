@@ -93,18 +93,28 @@ experiments-skymoe: setup
 # `experiments-dlrc-testbed` runs DLRC on the emulated network (root, Open vSwitch).
 .PHONY: models-codecs-dlrc models-codecs-margin experiments experiments-dlrc experiments-dlrc-testbed
 models-codecs-dlrc: models-codecs
-	$(MAKE) models-codecs CODEC_ARCHS="mbt2018 cheng2020-attn elic2022-official" \
-	    CODEC_LAMBDAS="0.0067 0.0483"
+	$(MAKE) models-codecs CODEC_ARCHS="mbt2018 cheng2020-attn" CODEC_LAMBDAS="0.0067 0.0483" \
+	    CODEC_STEPS=1000 CODEC_WARM_STEPS=250
+	$(MAKE) models-codecs CODEC_ARCHS=elic2022-official CODEC_LAMBDAS="0.0067 0.0483"
 
 # The scale hyperprior trained with 32 px of scene around each crop seen by g_a (DLRC's
 # margin_px; experiments/dlrc/README.md), in a cache of its own.
 models-codecs-margin: setup
 	$(MAKE) models-codecs CODEC_MARGIN_PX=32 CODEC_CACHE=.cache/models/codecs-margin32
 
+RD = $(PY) experiments/dlrc/rd.py --max-windows 6
 experiments-dlrc: models-codecs-dlrc models-codecs-margin
-	$(PY) experiments/dlrc/rd.py --arch bmshj2018-hyperprior --max-windows 6
-	$(PY) experiments/dlrc/rd.py --arch mbt2018 --lambdas 0.0067 0.0483 --max-windows 6
-	$(PY) experiments/dlrc/rd.py --arch cheng2020-attn --lambdas 0.0067 0.0483 --max-windows 6
+	$(RD) --arch bmshj2018-hyperprior
+	$(RD) --arch mbt2018 --lambdas 0.0067 0.0483
+	$(RD) --arch cheng2020-attn --lambdas 0.0067 0.0483
+	$(RD) --arch elic2022-official --lambdas 0.0067 0.0483
+	$(RD) --arch mbt2018 --lambdas 0.0067 0.0483 --cross-context zero \
+	    --out experiments/dlrc/results/mbt2018-cross-zero
+	$(RD) --arch bmshj2018-hyperprior --lambdas 0.0067 0.0483 --margin-px 32 \
+	    --out experiments/dlrc/results/bmshj2018-hyperprior-margin32
+	$(RD) --arch bmshj2018-hyperprior --margin-px 32 --cache .cache/models/codecs-margin32 \
+	    --plain-cache .cache/models/codecs \
+	    --out experiments/dlrc/results/bmshj2018-hyperprior-margin32-trained
 	$(PY) experiments/dlrc/ablation.py --lmbda 0.0483 --rounds 1 2 4 8 20 32
 	$(PY) experiments/dlrc/overhead.py
 	$(PY) experiments/dlrc/sync_time.py $(if $(wildcard experiments/dlrc/results/testbed/summary.json),--measured experiments/dlrc/results/testbed/summary.json)

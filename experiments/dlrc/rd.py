@@ -141,7 +141,7 @@ def evaluate(model, arch: str, views: list, config, plain_model=None) -> dict:  
     from nodes.workloads.dlrc_ground import ms_ssim
 
     ground = GroundDecoder(model, arch, config)
-    parts = dict.fromkeys(("plain", "dlrc", "entropy", "map_lzma", "map_raw", "header"), 0)
+    parts = dict.fromkeys(("plain", "dlrc", "entropy", "z", "map_lzma", "map_raw", "header"), 0)
     ps: dict[str, list[float]] = {"plain_psnr": [], "dlrc_psnr": [], "plain_msssim": [],
                                   "dlrc_msssim": []}
     kept, ideal = [], []
@@ -161,19 +161,23 @@ def evaluate(model, arch: str, views: list, config, plain_model=None) -> dict:  
             rec = ground.decode(payloads.values())
         kept.append(arb.total_vectors / (len(xs) * (PATCH_PX // 16) ** 2))
         ideal.append(ideal_kept(offs, window))
-        if m:  # the margin alone, no de-duplication: each satellite as if it were the only one
+        if m:  # the margin codec alone, no de-duplication: its two bitstreams per satellite
             for s, x in xs.items():
                 with torch.no_grad():
                     alone, _, _ = run(model, arch, {1: seen[s]}, [1], config)
                     r1 = ground.decode(alone.values())[1]
-                parts["margin_alone"] = parts.get("margin_alone", 0) + len(alone[1])
+                a = SatellitePayload.from_bytes(alone[1])
+                parts["margin_alone"] = (parts.get("margin_alone", 0) + len(a.z_string)
+                                         + len(a.y_string))
                 ps.setdefault("margin_alone_psnr", []).append(
                     psnr_db(r1.x_hat.clamp(0, 1).numpy(), x.numpy()))
+                ps.setdefault("margin_alone_msssim", []).append(ms_ssim(r1.x_hat.clamp(0, 1), x))
         for s, x in xs.items():
             b = payloads[s]
             p = SatellitePayload.from_bytes(b)
             parts["dlrc"] += len(b)
             parts["entropy"] += len(p.z_string) + len(p.y_string)
+            parts["z"] += len(p.z_string)  # sent whole by every satellite, as the plain codec
             parts["map_lzma"] += len(p.map_blob)
             parts["header"] += len(b) - len(p.z_string) - len(p.y_string) - len(p.map_blob)
             seq = global_map(locs[s].selection.assignment, arb.plans[s])

@@ -6,6 +6,8 @@ bpp, kept vectors, sync-round time, measured and emulated encode times, PSNR and
 ground; the routes the signature lists took), the scenario's settings and the command.
 
     sudo python experiments/dlrc/testbed_run.py
+    sudo python experiments/dlrc/testbed_run.py --codec elic2022-official --lmbda 0.0483 \
+        --out experiments/dlrc/results/testbed-elic
 """
 
 from __future__ import annotations
@@ -34,6 +36,23 @@ def portable(obj: object) -> object:
     return obj
 
 
+def with_codec(scenario: Path, codec: str | None, lmbda: float | None, folder: Path) -> Path:
+    """A copy of `scenario` in `folder` whose dlrc workload uses another cached codec (its
+    name gets the codec's, so its run directory is its own)."""
+    import yaml
+
+    doc = yaml.safe_load(scenario.read_text())
+    opts = doc["workload"]["options"]
+    if codec:
+        opts["codec"] = codec
+        doc["name"] = f"{doc['name']}-{codec.split('-')[0]}"
+    if lmbda is not None:
+        opts["lmbda"] = lmbda
+    path = folder / scenario.name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     from testbed.lifecycle.session import hold, prepare, summarize
     from testbed.workloads.registry import workload_for
@@ -41,14 +60,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenario", type=Path, default=REPO / "experiments/dlrc-testbed.yaml")
     p.add_argument("--out", type=Path, default=REPO / "experiments/dlrc/results/testbed")
+    p.add_argument("--codec", default=None, help="another cached codec than the scenario's")
+    p.add_argument("--lmbda", type=float, default=None, help="and its lambda")
     args = p.parse_args(argv)
-    prep = prepare(args.scenario)
-    held = hold(prep, report=lambda m: print(m, flush=True), workload=workload_for(prep))
-    s = summarize(prep, held)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:  # the derived scenario lives as long as the run
+        scenario = args.scenario
+        if args.codec or args.lmbda is not None:
+            scenario = with_codec(args.scenario, args.codec, args.lmbda, Path(tmp))
+        prep = prepare(scenario)
+        held = hold(prep, report=lambda m: print(m, flush=True), workload=workload_for(prep))
+        s = summarize(prep, held)
     isl = prep.scenario.links.isl
     out = {"command": "python experiments/dlrc/testbed_run.py "
            + " ".join(argv if argv is not None else sys.argv[1:]),
            "scenario": str(args.scenario.relative_to(REPO)),
+           "codec_override": {"codec": args.codec, "lmbda": args.lmbda},
            "speed": s["speed"], "speed_caveat": s["speed_caveat"],
            "isl_capacity": isl.capacity, "interrupted": s["interrupted"],
            "lateness_ms": s["lateness_ms"], "workload": s["workload"]}
