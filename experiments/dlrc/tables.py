@@ -60,8 +60,8 @@ def margin_table(name: str) -> str:
 def training_length_table() -> str:
     """Each codec trained 250 steps (results/steps250/) and 1000 (results/): the hyperprior's
     share of the plain bytes, and DLRC's saving."""
-    out = ["| codec | lambda | steps at this lambda | plain bpp | plain PSNR | z share of plain | saved o_exp 2 "
-           "| saved o_exp 0.5 |", "|---|---|---|---|---|---|---|---|"]
+    out = ["| codec | lambda | steps at this lambda | plain bpp | plain PSNR | z share of plain "
+           "| saved o_exp 2 | saved o_exp 0.5 |", "|---|---|---|---|---|---|---|---|"]
     for arch in ("bmshj2018-hyperprior", "mbt2018", "cheng2020-attn", "elic2022-official"):
         for sub in ("steps250/", ""):
             path = RESULTS / f"{sub}{arch}" / "rd.json"
