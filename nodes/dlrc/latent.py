@@ -56,6 +56,31 @@ def check_image(x: torch.Tensor, margin_px: int) -> tuple[int, int]:
     return int(h), int(w)
 
 
+@torch.no_grad()
+def analyse_with(g_a: Any, h_a: Any, entropy_bottleneck: Any, h_s: Any, x: torch.Tensor,
+                 margin_px: int) -> Analysis:
+    """g_a, the hyperprior's bitstream and h_s(z_hat) of one image, from a codec's own modules
+    (`h_a`: whatever the codec applies to y; the scale hyperprior takes |y|). With `margin_px`
+    only the inner image's latent is kept (LatentCoder.analyse)."""
+    h, w = check_image(x, margin_px)
+    y = g_a(x)
+    if margin_px:
+        c = margin_px // 16
+        y = y[:, :, c:c + h // 16, c:c + w // 16].contiguous()
+    z = h_a(y)
+    z_strings = entropy_bottleneck.compress(z)
+    z_shape = tuple(z.shape[-2:])
+    z_hat = entropy_bottleneck.decompress(z_strings, z_shape)
+    return Analysis(y, z_strings[0], z_shape, h_s(z_hat))
+
+
+@torch.no_grad()
+def hyper_params_with(entropy_bottleneck: Any, h_s: Any, z_string: bytes,
+                      z_shape: tuple[int, int]) -> torch.Tensor:
+    """Ground side: h_s(z_hat) from one hyperprior bitstream."""
+    return h_s(entropy_bottleneck.decompress([z_string], z_shape))
+
+
 CROSS_CONTEXTS = ("mean", "zero")
 
 
@@ -138,23 +163,14 @@ class LatentCoder:
         it on every side; g_a sees it all and the latent of the inner image is kept, so a
         ground cell's vector no longer depends on where the image's border falls (two views of
         the same cell then give the same vector, which the LSH can merge)."""
-        h, w = check_image(x, margin_px)
         m = self.model
-        y = m.g_a(x)
-        if margin_px:
-            c = margin_px // 16
-            y = y[:, :, c:c + h // 16, c:c + w // 16].contiguous()
-        z = m.h_a(y) if self.autoregressive else m.h_a(torch.abs(y))
-        z_strings = m.entropy_bottleneck.compress(z)
-        z_shape = tuple(z.shape[-2:])
-        z_hat = m.entropy_bottleneck.decompress(z_strings, z_shape)
-        return Analysis(y, z_strings[0], z_shape, m.h_s(z_hat))
+        h_a = m.h_a if self.autoregressive else (lambda y: m.h_a(torch.abs(y)))
+        return analyse_with(m.g_a, h_a, m.entropy_bottleneck, m.h_s, x, margin_px)
 
-    @torch.no_grad()
     def hyper_params(self, z_string: bytes, z_shape: tuple[int, int]) -> torch.Tensor:
         """Ground side: h_s(z_hat) from the hyperprior bitstream."""
-        z_hat = self.model.entropy_bottleneck.decompress([z_string], z_shape)
-        return self.model.h_s(z_hat)
+        return hyper_params_with(self.model.entropy_bottleneck, self.model.h_s, z_string,
+                                 z_shape)
 
     def _ar_params(
         self, buf: torch.Tensor, params: torch.Tensor, h: int, w: int

@@ -31,7 +31,7 @@ import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder
 
 from nodes.dlrc.errors import CorruptPayloadError, DlrcConfigError, MissingReferenceError
-from nodes.dlrc.latent import Analysis, check_image
+from nodes.dlrc.latent import Analysis, analyse_with, hyper_params_with
 
 PASSES = 2  # anchors, then non-anchors
 
@@ -93,23 +93,14 @@ class GroupedLatentCoder:
     def analyse(self, x: torch.Tensor, margin_px: int = 0) -> Analysis:
         """g_a, the hyperprior's bitstream and h_s(z_hat), as ELIC's compress computes them
         (`margin_px`: see LatentCoder.analyse)."""
-        h, w = check_image(x, margin_px)
-        y = self.model.g_a(x)
-        if margin_px:
-            c = margin_px // 16
-            y = y[:, :, c:c + h // 16, c:c + w // 16].contiguous()
         hyper = self._hyper
-        z = hyper.h_a(y)
-        z_strings = hyper.entropy_bottleneck.compress(z)
-        z_shape = tuple(z.shape[-2:])
-        z_hat = hyper.entropy_bottleneck.decompress(z_strings, z_shape)
-        return Analysis(y, z_strings[0], z_shape, hyper.h_s(z_hat))
+        return analyse_with(self.model.g_a, hyper.h_a, hyper.entropy_bottleneck, hyper.h_s, x,
+                            margin_px)
 
-    @torch.no_grad()
     def hyper_params(self, z_string: bytes, z_shape: tuple[int, int]) -> torch.Tensor:
         """Ground side: h_s(z_hat) from the hyperprior bitstream."""
-        z_hat = self._hyper.entropy_bottleneck.decompress([z_string], z_shape)
-        return self._hyper.h_s(z_hat)
+        return hyper_params_with(self._hyper.entropy_bottleneck, self._hyper.h_s, z_string,
+                                 z_shape)
 
     def _walk(self, params: torch.Tensor, plan: _MapPlan, code_slice) -> torch.Tensor:
         """ELIC's decode order over one latent; `code_slice(k, i, idx, means)` returns the
