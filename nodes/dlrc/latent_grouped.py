@@ -72,7 +72,6 @@ class GroupedLatentCoder:
         self.model = model
         self.cross_mean = cross_context == "mean"
         self.codec = codec
-        self.autoregressive = True
         groups_codec = model.latent_codec["y"]
         self._groups_codec = groups_codec
         self.groups = list(groups_codec.groups)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,36 @@ def wait_until(pred: Callable[[], Any], timeout_s: float, what: str, poll_s: flo
             return value
         time.sleep(poll_s)
     raise AssertionError(f"{what} not within {timeout_s} s")
+
+
+@contextmanager
+def running_testbed(path: Path, log: Path, timeout_s: float = 240) -> Iterator[Path]:
+    """`testbed up PATH` in the background (its output in `log`) until the run's status.json
+    exists; yields the run directory; afterwards stops it with SIGTERM and checks it exited
+    cleanly (a real `up`, as a user runs it, for tests that drive `testbed job`)."""
+    from testbed.scenario import load_scenario
+
+    scenario = load_scenario(path)
+    run_dir = Path(scenario.outputs.dir) / scenario.name
+    with log.open("wb") as out:
+        up = subprocess.Popen([sys.executable, "-m", "testbed.cli.main", "up", str(path)],
+                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def live() -> bool:
+            if up.poll() is not None:
+                raise AssertionError(f"`testbed up` exited with {up.returncode}")
+            return (run_dir / "status.json").exists()
+
+        try:
+            wait_until(live, timeout_s, "status.json", poll_s=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- up.log ---\n"
+                                 + log.read_text(errors="replace")[-3000:]) from None
+        yield run_dir
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        up.wait(timeout=120)
+    assert up.returncode == 0
 
 
 SMALL = """\

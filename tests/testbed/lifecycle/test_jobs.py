@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +18,7 @@ from testbed.lifecycle.network import run_prefix
 from testbed.scenario import load_scenario
 from testbed.workloads.pool import AGENT_PORT, read_token
 
-from .conftest import leftovers, wait_until
+from .conftest import leftovers, running_testbed, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.ovs]
 
@@ -33,25 +29,8 @@ SENDER, ECHO = "walker-p0-s0", "walker-p0-s1"  # neighbours in a plane: one ISL 
 def test_job_runs_on_demand_agents_across_a_shaped_isl(small_scenario, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
     path = small_scenario(duration=300, speed=1.0)
-    scenario = load_scenario(path)
-    run_dir = Path(scenario.outputs.dir) / scenario.name
-    prefix = run_prefix(scenario.name)
-    log = tmp_path / "up.log"
-    with log.open("wb") as out:
-        up = subprocess.Popen([sys.executable, "-m", "testbed.cli.main", "up", str(path)],
-                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        def live() -> bool:
-            if up.poll() is not None:
-                raise AssertionError(f"`testbed up` exited with {up.returncode}:\n"
-                                     + log.read_text(errors="replace")[-3000:])
-            return (run_dir / "status.json").exists()
-
-        try:
-            wait_until(live, 240, "status.json")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- up.log ---\n"
-                                 + log.read_text(errors="replace")[-3000:]) from None
+    prefix = run_prefix(load_scenario(path).name)
+    with running_testbed(path, tmp_path / "up.log") as run_dir:
         token = read_token(run_dir)
         assert oct((run_dir / "agent.token").stat().st_mode & 0o777) == "0o600"
         live = request(run_dir / "control.sock", {"op": "status"})
@@ -90,10 +69,6 @@ def test_job_runs_on_demand_agents_across_a_shaped_isl(small_scenario, tmp_path:
         assert len(client.jobs(addr, token=token)) == 1
         # only the two nodes that got a job have an agent (on demand)
         assert wait_until(lambda: len([n for n in mgmt if _answers(mgmt[n])]) == 2, 5, "agents")
-    finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        up.wait(timeout=120)
-    assert up.returncode == 0
     assert leftovers(prefix) == {"netns": [], "links": [], "bridges": []}
 
 

@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +22,7 @@ from testbed.scenario import load_scenario
 from testbed.workloads.pool import AGENT_PORT, read_token
 from tests.nodes.skymoe_tiny import build_tiny_skymoe
 
-from .conftest import leftovers, wait_until
+from .conftest import leftovers, running_testbed, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.ovs]
 TASKS = ("eurosat-rgb", "neon-count")
@@ -43,19 +39,7 @@ def test_skymoe_serve_job_on_the_ground_station(small_scenario, shared_data: Pat
     model = build_tiny_skymoe(tmp_path / "tiny-e4")
     path = small_scenario(duration=300, speed=1.0)
     scenario = load_scenario(path)
-    run_dir = Path(scenario.outputs.dir) / scenario.name
-    log = tmp_path / "up.log"
-    with log.open("wb") as out:
-        up = subprocess.Popen([sys.executable, "-m", "testbed.cli.main", "up", str(path)],
-                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        def live() -> bool:
-            if up.poll() is not None:
-                raise AssertionError(f"`testbed up` exited with {up.returncode}:\n"
-                                     + log.read_text(errors="replace")[-3000:])
-            return (run_dir / "status.json").exists()
-
-        wait_until(live, 240, "status.json", poll_s=0.2)
+    with running_testbed(path, tmp_path / "up.log") as run_dir:
         fetched = tmp_path / "fetched"
         assert main(["job", str(run_dir), "gs", "skymoe-serve", "--set", f"model={model}",
                      "--set", f"data={images}", "--set", f"tasks={','.join(TASKS)}",
@@ -101,10 +85,6 @@ def test_skymoe_serve_job_on_the_ground_station(small_scenario, shared_data: Pat
             result = query(expr.replace("$__rate_interval", "30s"))
             assert result, f"panel {title}: no data for {expr}"
             assert all(r["metric"].get("node") == "gs" for r in result), (title, result)
-    finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        up.wait(timeout=120)
-    assert up.returncode == 0
     from testbed.lifecycle.network import run_prefix
 
     assert leftovers(run_prefix(scenario.name)) == {"netns": [], "links": [], "bridges": []}
